@@ -1,0 +1,199 @@
+"""Configuration: schema validation, experiment resolution and semantic checks.
+
+The workflow calls :func:`load_experiments` once at parse time, so every mistake in
+``config.yaml`` is reported, naming its key, before a single job runs.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from fedumm import strategies
+
+EXPERIMENT_KINDS = ("federated", "centralized", "local")
+
+
+class ConfigError(ValueError):
+    """A configuration mistake; the message names the offending key."""
+
+
+def load_yaml(path: str | Path) -> dict:
+    with open(path) as handle:
+        return yaml.safe_load(handle)
+
+
+def _key_path(parts: list[Any]) -> str:
+    return ".".join(str(part) for part in parts) or "<top level>"
+
+
+def _schema_error_message(error: jsonschema.ValidationError) -> str:
+    where = _key_path(list(error.absolute_path))
+    if error.validator == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        unknown = sorted(set(error.instance) - set(allowed))
+        hint = f" (allowed: {', '.join(allowed)})" if allowed else ""
+        return f"config key '{where}': unknown key {', '.join(repr(u) for u in unknown)}{hint}"
+    return f"config key '{where}': {error.message}"
+
+
+def validate_schema(config: dict, schema: dict) -> None:
+    """Raise ConfigError for the most relevant JSON-schema violation, naming its key."""
+    validator = jsonschema.Draft202012Validator(schema)
+    error = jsonschema.exceptions.best_match(validator.iter_errors(config))
+    if error is not None:
+        raise ConfigError(_schema_error_message(error))
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    """Return a copy of ``base`` with ``override`` merged in, recursively for nested dicts."""
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict) and key != "strategy":
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _format_alpha(alpha: float) -> str:
+    return f"{alpha:g}"
+
+
+def expand_sweep(defaults: dict, sweep: dict) -> dict[str, dict]:
+    """Expand a clients × alpha × strategy × seed sweep into named experiments.
+
+    Strategy parameters come from ``defaults.strategy`` when its name matches, so a sweep
+    over names keeps hand-tuned parameters of the default strategy.
+    """
+    base = deep_merge(defaults, sweep.get("base", {}))
+    axes = {
+        "clients": sweep.get("clients", [base["clients"]]),
+        "alpha": sweep.get("alpha", [base["partition"].get("alpha", 1.0)]),
+        "strategy": sweep.get("strategy", [base["strategy"]["name"]]),
+        "seed": sweep.get("seed", [base["seed"]]),
+    }
+    expanded = {}
+    for clients, alpha, strategy, seed in itertools.product(*axes.values()):
+        name = f"sweep_c{clients}_a{_format_alpha(alpha)}_{strategy}_s{seed}"
+        experiment = copy.deepcopy(base)
+        experiment["clients"] = clients
+        experiment["partition"]["alpha"] = alpha
+        experiment["seed"] = seed
+        if strategy != base["strategy"]["name"]:
+            experiment["strategy"] = {"name": strategy}
+        expanded[name] = experiment
+    return expanded
+
+
+def num_clients(experiment: dict) -> int:
+    """Clients that hold data: the centralized baseline pools everything at one site."""
+    return 1 if experiment["kind"] == "centralized" else experiment["clients"]
+
+
+def clients_per_round(experiment: dict) -> int:
+    """Number of clients sampled each round, from a fraction (float) or a count (int)."""
+    total = num_clients(experiment)
+    if experiment["kind"] != "federated":
+        return total
+    per_round = experiment["clients_per_round"]
+    if isinstance(per_round, float):
+        return max(1, round(per_round * total))
+    return per_round
+
+
+def _check_experiment(name: str, experiment: dict, config: dict) -> None:
+    where = f"experiments.{name}"
+    for key in ("dataset", "model"):
+        known = config[f"{key}s"]
+        if experiment[key] not in known:
+            raise ConfigError(
+                f"config key '{where}.{key}': unknown {key} {experiment[key]!r} "
+                f"(defined: {', '.join(sorted(known))})"
+            )
+    try:
+        strategies.build(experiment["strategy"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise ConfigError(f"config key '{where}.strategy': {error}") from None
+
+    train_size = config["datasets"][experiment["dataset"]]["splits"]["train"]
+    if experiment["clients"] > train_size:
+        raise ConfigError(
+            f"config key '{where}.clients': {experiment['clients']} clients but dataset "
+            f"{experiment['dataset']!r} has only {train_size} training samples"
+        )
+    per_round = experiment["clients_per_round"]
+    if isinstance(per_round, int) and per_round > experiment["clients"]:
+        raise ConfigError(
+            f"config key '{where}.clients_per_round': {per_round} exceeds clients={experiment['clients']}"
+        )
+    partition = experiment["partition"]
+    if partition["scheme"] == "dirichlet":
+        if "alpha" not in partition:
+            raise ConfigError(f"config key '{where}.partition.alpha': required by the dirichlet scheme")
+        if experiment["clients"] * partition["min_size"] > train_size:
+            raise ConfigError(
+                f"config key '{where}.partition.min_size': {experiment['clients']} clients × "
+                f"min_size {partition['min_size']} exceeds the {train_size} training samples"
+            )
+    tuning = experiment["tuning"]
+    if tuning["mode"] == "two_stage" and tuning["connector_rounds"] >= experiment["rounds"]:
+        raise ConfigError(
+            f"config key '{where}.tuning.connector_rounds': two_stage needs connector_rounds "
+            f"({tuning['connector_rounds']}) < rounds ({experiment['rounds']})"
+        )
+    if experiment["eval"]["split"] == "val" and config["datasets"][experiment["dataset"]]["splits"]["val"] == 0:
+        raise ConfigError(f"config key '{where}.eval.split': dataset {experiment['dataset']!r} has no val split")
+
+
+def _check_model(name: str, model: dict, config: dict) -> None:
+    pretrain = model.get("pretrain")
+    if pretrain and pretrain["dataset"] not in config["datasets"]:
+        raise ConfigError(
+            f"config key 'models.{name}.pretrain.dataset': unknown dataset {pretrain['dataset']!r}"
+        )
+    if model["tokenizer"].get("wordlevel") and "config" not in model["language"]:
+        raise ConfigError(
+            f"config key 'models.{name}.tokenizer': a word-level tokenizer needs an inline "
+            "language config (a pretrained LM comes with its own tokenizer id)"
+        )
+
+
+def load_experiments(config: dict, schema: dict) -> dict[str, dict]:
+    """Validate ``config`` and return every experiment, fully resolved, by name."""
+    validate_schema(config, schema)
+    for name, model in config["models"].items():
+        _check_model(name, model, config)
+    experiments = {
+        name: deep_merge(config["defaults"], overrides)
+        for name, overrides in config["experiments"].items()
+    }
+    if config.get("sweep"):
+        swept = expand_sweep(config["defaults"], config["sweep"])
+        clash = set(swept) & set(experiments)
+        if clash:
+            raise ConfigError(f"config key 'sweep': names {sorted(clash)} clash with 'experiments'")
+        experiments.update(swept)
+    if not experiments:
+        raise ConfigError("config key 'experiments': no experiment defined (and no sweep)")
+    resolved_schema = {"$defs": schema["$defs"], "$ref": "#/$defs/resolved_experiment"}
+    for name, experiment in experiments.items():
+        try:
+            validate_schema(experiment, resolved_schema)
+        except ConfigError as error:
+            raise ConfigError(f"experiment {name!r} (defaults merged with its overrides): {error}") from None
+        _check_experiment(name, experiment, config)
+    return experiments
+
+
+def config_hash(experiment: dict) -> str:
+    """Short sha256 of the resolved experiment, recorded in lineage.jsonl."""
+    canonical = json.dumps(experiment, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]

@@ -1,0 +1,18 @@
+"""Aggregation strategies, selectable by name from the config (``strategy.name``).
+
+Importing this package registers every strategy module below; adding a strategy is a new
+module with a ``@register("name")`` dataclass and an import line here. The rules never change.
+"""
+
+from fedumm.strategies import fedavg  # noqa: F401  (registers "fedavg")
+from fedumm.strategies.base import (
+    REGISTRY,
+    AggregationResult,
+    ClientUpdate,
+    Strategy,
+    Weights,
+    build,
+    register,
+)
+
+__all__ = ["REGISTRY", "AggregationResult", "ClientUpdate", "Strategy", "Weights", "build", "register"]

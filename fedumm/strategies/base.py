@@ -1,0 +1,92 @@
+"""The aggregation interface every strategy implements, and its registry.
+
+A strategy sees only what a server would: the previous global adapter, the clients'
+uploaded adapters with their reported metrics, and its own state from the previous round.
+It returns the next global adapter and its next state; the workflow stores both as
+safetensors files per round, so a resumed run continues exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+import torch
+
+Weights = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class ClientUpdate:
+    """One client's upload for a round: its adapter after local training and its metrics."""
+
+    client: int
+    weights: Weights
+    num_samples: int
+    metrics: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AggregationResult:
+    weights: Weights
+    server_state: Weights
+    metrics: dict = field(default_factory=dict)
+
+
+class Strategy(Protocol):
+    def aggregate(
+        self,
+        global_weights: Weights,
+        updates: list[ClientUpdate],
+        server_state: Weights,
+        round_index: int,
+    ) -> AggregationResult: ...
+
+
+REGISTRY: dict[str, type] = {}
+
+
+def register(name: str) -> Callable[[type], type]:
+    """Class decorator: make a dataclass strategy selectable as ``strategy.name: <name>``."""
+
+    def add(cls: type) -> type:
+        if name in REGISTRY:
+            raise ValueError(f"strategy {name!r} registered twice")
+        REGISTRY[name] = cls
+        return cls
+
+    return add
+
+
+def build(config: dict) -> Strategy:
+    """Instantiate the strategy named by ``config['name']`` with the remaining keys as parameters."""
+    params = {key: value for key, value in config.items() if key != "name"}
+    name = config.get("name")
+    if name not in REGISTRY:
+        raise ValueError(f"unknown strategy {name!r} (known: {', '.join(sorted(REGISTRY))})")
+    cls = REGISTRY[name]
+    allowed = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(params) - allowed)
+    if unknown:
+        raise ValueError(
+            f"unknown parameter(s) {', '.join(unknown)} for strategy {name!r} "
+            f"(allowed: {', '.join(sorted(allowed)) or 'none'})"
+        )
+    return cls(**params)
+
+
+def example_weights(updates: list[ClientUpdate]) -> list[float]:
+    """p_k = n_k / Σ_j n_j, the example weights of FedAvg (McMahan et al., 2017)."""
+    total = sum(update.num_samples for update in updates)
+    if total <= 0:
+        raise ValueError("clients reported no training samples")
+    return [update.num_samples / total for update in updates]
+
+
+def weighted_average(tensors: list[torch.Tensor], weights: list[float]) -> torch.Tensor:
+    """Σ_k w_k x_k, accumulated in float64 so the result does not depend on client order."""
+    total = torch.zeros_like(tensors[0], dtype=torch.float64)
+    for tensor, weight in zip(tensors, weights):
+        total += weight * tensor.to(torch.float64)
+    return total.to(tensors[0].dtype)
