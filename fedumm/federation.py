@@ -1,0 +1,77 @@
+"""Round planning: which clients train in which round, what they train, when to evaluate.
+
+Pure functions of the experiment config. The workflow calls them while it builds the DAG,
+so client sampling is visible in ``snakemake -n`` and identical on every rerun. Each round
+draws from its own seed, so adding rounds never changes the earlier ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+
+from fedumm.config import clients_per_round, num_clients
+
+GROUPS = ("vision", "connector", "language")
+
+
+def derive_seed(*parts: object) -> int:
+    """A 31-bit seed from the experiment seed and a path of names, e.g. (seed, "client", 3, 7)."""
+    digest = hashlib.sha256(repr(parts).encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+def sampled_clients(experiment: dict, round_index: int) -> list[int]:
+    """Clients taking part in ``round_index`` (1-based): a seeded draw without replacement."""
+    total = num_clients(experiment)
+    count = clients_per_round(experiment)
+    if count >= total:
+        return list(range(total))
+    rng = np.random.default_rng(derive_seed(experiment["seed"], "sample", round_index))
+    return sorted(int(k) for k in rng.choice(total, size=count, replace=False))
+
+
+def eval_rounds(experiment: dict) -> list[int]:
+    """Round 0 (the starting point), every ``eval.every`` rounds, and the last round."""
+    rounds = experiment["rounds"]
+    every = experiment["eval"]["every"]
+    return sorted({0, rounds, *range(every, rounds + 1, every)})
+
+
+def trained_groups(experiment: dict, round_index: int) -> list[str]:
+    """Parameter groups a client trains in a round, per FedVLMBench's tuning modes.
+
+    ``connector``: the connector only; ``lora``: the LoRA adapters (language, plus vision
+    when vision targets are configured); ``joint``: both; ``two_stage``: the connector for
+    the first ``connector_rounds`` rounds, then the LoRA adapters.
+    """
+    lora_groups = ["language"] + (["vision"] if experiment["lora"]["vision_target_modules"] else [])
+    mode = experiment["tuning"]["mode"]
+    if mode == "two_stage":
+        mode = "connector" if round_index <= experiment["tuning"]["connector_rounds"] else "lora"
+    groups = {"connector": ["connector"], "lora": lora_groups, "joint": ["connector", *lora_groups]}[mode]
+    return [group for group in GROUPS if group in groups]
+
+
+def uses_feature_cache(experiment: dict) -> bool:
+    """A frozen vision encoder lets clients read cached features instead of images."""
+    return not experiment["lora"]["vision_target_modules"]
+
+
+def local_training(experiment: dict) -> dict:
+    """The training config of one client job.
+
+    The centralized baseline pools all data at one site and must take as many optimizer
+    steps per round as all sampled federated clients together: its epochs (or steps) are
+    scaled by the number (or fraction) of clients a federated round would sample.
+    """
+    train = dict(experiment["train"])
+    if experiment["kind"] == "centralized":
+        federated = {**experiment, "kind": "federated"}
+        sampled = clients_per_round(federated)
+        if train["local_steps"] is not None:
+            train["local_steps"] *= sampled
+        else:
+            train["local_epochs"] *= sampled / experiment["clients"]
+    return train

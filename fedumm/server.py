@@ -1,0 +1,143 @@
+"""The server side of a round (the ``init_adapter`` and ``aggregate`` rules).
+
+The server reads only what clients upload, their adapter (safetensors, never pickle) and
+``metrics.json``, plus the previous global adapter and its own state. Every upload is
+checked before any aggregation: a malformed, mis-shaped or non-finite update is refused
+with the client named, and nothing of the round is written.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save
+
+from fedumm import strategies
+from fedumm.io import atomic_path, atomic_write_bytes, atomic_write_json
+from fedumm.lineage import code_version
+from fedumm.strategies import ClientUpdate, Weights
+
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+ADAPTER_CONFIG = "adapter_config.json"
+
+
+class UpdateRejected(ValueError):
+    """A client upload that the server refuses; the message names the client."""
+
+
+def read_weights(path: Path) -> Weights:
+    """Load a safetensors file; any other format (e.g. a pickle) is an error, never executed."""
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as error:
+        raise ValueError(f"{path}: not a readable safetensors file ({error})") from None
+
+
+def write_weights(path: Path, weights: Weights) -> None:
+    """Serialize deterministically (safetensors orders tensors itself) and write atomically."""
+    atomic_write_bytes(path, save({k: v.contiguous() for k, v in weights.items()}, metadata={"format": "pt"}))
+
+
+def check_update(client: int, weights: Weights, reference: Weights) -> None:
+    """Refuse an update whose tensors do not match the global adapter or are not finite."""
+    missing = sorted(set(reference) - set(weights))
+    extra = sorted(set(weights) - set(reference))
+    if missing or extra:
+        detail = f"missing {missing[:3]}" if missing else f"unexpected {extra[:3]}"
+        raise UpdateRejected(f"client {client}: update does not match the global adapter ({detail})")
+    for name, tensor in weights.items():
+        if tensor.shape != reference[name].shape or tensor.dtype != reference[name].dtype:
+            raise UpdateRejected(
+                f"client {client}: tensor {name} is {tuple(tensor.shape)}/{tensor.dtype}, "
+                f"expected {tuple(reference[name].shape)}/{reference[name].dtype}"
+            )
+        if not torch.isfinite(tensor).all():
+            raise UpdateRejected(f"client {client}: tensor {name} has non-finite values")
+
+
+def load_update(client: int, client_dir: Path, reference: Weights) -> ClientUpdate:
+    """Read and check one client's upload (adapter weights and metrics)."""
+    try:
+        weights = read_weights(client_dir / ADAPTER_WEIGHTS)
+        metrics = json.loads((client_dir / "metrics.json").read_text())
+    except (ValueError, OSError) as error:
+        raise UpdateRejected(f"client {client}: {error}") from None
+    check_update(client, weights, reference)
+    num_samples = metrics.get("num_samples")
+    if not isinstance(num_samples, int) or num_samples <= 0:
+        raise UpdateRejected(f"client {client}: metrics.json reports num_samples={num_samples!r}")
+    return ClientUpdate(client=client, weights=weights, num_samples=num_samples, metrics=metrics)
+
+
+def _mean(values: list) -> float | None:
+    present = [v for v in values if v is not None]
+    return sum(present) / len(present) if present else None
+
+
+def aggregate_round(
+    *,
+    strategy_config: dict,
+    round_index: int,
+    previous_global: Path,
+    previous_state: Path,
+    client_dirs: dict[int, Path],
+    out_dir: Path,
+    state_out: Path,
+    summary_out: Path,
+) -> dict:
+    """Aggregate the uploads of ``client_dirs`` into the global adapter of ``round_index``."""
+    global_weights = read_weights(previous_global / ADAPTER_WEIGHTS)
+    updates = [load_update(k, path, global_weights) for k, path in sorted(client_dirs.items())]
+    result = strategies.build(strategy_config).aggregate(
+        global_weights, updates, read_weights(previous_state), round_index
+    )
+    for name, tensor in result.weights.items():
+        if not torch.isfinite(tensor).all():
+            raise ValueError(f"round {round_index}: aggregation produced non-finite values in {name}")
+
+    write_weights(out_dir / ADAPTER_WEIGHTS, result.weights)
+    with atomic_path(out_dir / ADAPTER_CONFIG) as tmp:
+        shutil.copyfile(previous_global / ADAPTER_CONFIG, tmp)
+    write_weights(state_out, result.server_state)
+    summary = _json_safe({
+        "round": round_index,
+        "strategy": strategy_config["name"],
+        "clients": [u.client for u in updates],
+        "num_samples": sum(u.num_samples for u in updates),
+        "bytes_uploaded": sum(u.metrics.get("bytes_uploaded", 0) for u in updates),
+        "train_loss": _mean([u.metrics.get("train_loss") for u in updates]),
+        "val_vqa_accuracy": _mean([u.metrics.get("val_vqa_accuracy") for u in updates]),
+        "client_seconds": sum(u.metrics.get("seconds", 0.0) for u in updates),
+        "code_version": code_version(),
+        **result.metrics,
+    })
+    atomic_write_json(summary_out, summary)
+    return summary
+
+
+def _json_safe(value):
+    """JSON has no NaN/inf and only string keys; map them explicitly instead of failing late."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def initial_adapter(*, base_dir: Path, lora: dict, seed: int, out_dir: Path, state_out: Path) -> None:
+    """Round 0: the seeded initial global adapter and an empty server state."""
+    # Imported here so that aggregation jobs never pay for importing transformers.
+    from fedumm import model
+
+    torch.manual_seed(seed)
+    base, _, _ = model.load_base(base_dir)
+    peft_model = model.attach_adapter(base, model.adapter_config(lora), seed=seed)
+    model.save_adapter(peft_model, out_dir)
+    write_weights(state_out, {})
