@@ -131,13 +131,18 @@ def _json_safe(value):
     return value
 
 
-def initial_adapter(*, base_dir: Path, lora: dict, seed: int, out_dir: Path, state_out: Path) -> None:
-    """Round 0: the seeded initial global adapter and an empty server state."""
+def initial_adapter(
+    *, base_dir: Path, lora: dict, with_connector: bool, seed: int, out_dir: Path, state_out: Path
+) -> None:
+    """Round 0: the seeded initial global adapter and an empty server state.
+
+    The connector is part of the adapter (``modules_to_save``) whenever some round trains it.
+    """
     # Imported here so that aggregation jobs never pay for importing transformers.
     from fedumm import model
 
     torch.manual_seed(seed)
     base, _, _ = model.load_base(base_dir)
-    peft_model = model.attach_adapter(base, model.adapter_config(lora), seed=seed)
+    peft_model = model.attach_adapter(base, model.adapter_config(lora, connector_trainable=with_connector), seed=seed)
     model.save_adapter(peft_model, out_dir)
     write_weights(state_out, {})

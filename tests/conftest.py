@@ -20,3 +20,4 @@ def schema() -> dict:
 @pytest.fixture
 def default_config() -> dict:
     return copy.deepcopy(fedumm_config.load_yaml(REPO / "config" / "config.yaml"))
+from slurm_cluster import slurm_cluster  # noqa: F401,E402  (session fixture: a private single-node SLURM cluster)

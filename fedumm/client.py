@@ -1,0 +1,113 @@
+"""One client's local training for one round (the ``client_train`` rule).
+
+Config in, files out: load the base model and the round's starting adapter, train the
+groups of this round on the client's own partition, score the local validation split, and
+write the adapter (a PEFT directory) and ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from safetensors.torch import save
+
+from fedumm import batches, data, inference, model
+from fedumm.io import atomic_write_json
+from fedumm.training import OptimConfig, configure_torch, train
+
+
+def client_records(shards: list[Path], ids: list[str]) -> list[dict]:
+    """The records of ``shards`` whose id is in the client's index, in index order."""
+    by_id = {record["id"]: record for record in data.read_records(shards)}
+    missing = [i for i in ids if i not in by_id]
+    if missing:
+        raise KeyError(f"partition index names {len(missing)} unknown sample(s), e.g. {missing[0]}")
+    return [by_id[i] for i in ids]
+
+
+def upload_size(state: dict, groups: list[str]) -> int:
+    """Bytes a client must send: the safetensors serialization of the tensors it trained.
+
+    Groups frozen this round (e.g. LoRA during a connector-only round) equal the global
+    adapter, so a deployment would not send them; the adapter file on disk holds all of them.
+    """
+    return len(save({k: v.contiguous() for k, v in state.items() if model.parameter_group(k) in groups}))
+
+
+def train_client(
+    *,
+    base_dir: Path,
+    start_adapter: Path,
+    index_file: Path,
+    shards: dict[str, list[Path]],
+    feature_files: dict[str, Path] | None,
+    train_config: dict,
+    groups: list[str],
+    seed: int,
+    threads: int,
+    out_dir: Path,
+    eval_config: dict,
+) -> dict:
+    """Train one client for one round; return (and write) its metrics.
+
+    ``shards`` and ``feature_files`` map split names (train, val) to the dataset's shards and,
+    with a frozen vision encoder, to the cached features.
+    """
+    started = time.perf_counter()
+    device = configure_torch(seed, threads)
+    base, tokenizer, spec = model.load_base(base_dir)
+    peft_model = model.load_adapter(base, start_adapter, is_trainable=True)
+    model.trainable_groups(peft_model, set(groups))
+    peft_model.to(device)
+
+    index = json.loads(index_file.read_text())
+    visual_by_split = {}
+    records_by_split = {}
+    for split in ("train", "val"):
+        records_by_split[split] = client_records(shards[split], index[split])
+        visual_by_split[split] = batches.VisualSource(
+            shards[split],
+            set(index[split]),
+            feature_file=feature_files[split] if feature_files else None,
+            transform=None if feature_files else model.image_transform(spec),
+        )
+
+    train_records = records_by_split["train"]
+    examples = batches.build_examples(train_records, tokenizer, ["vqa"])
+    steps = batches.steps_for(
+        len(examples), train_config["batch_size"], train_config["local_epochs"], train_config["local_steps"]
+    )
+    stream = (
+        batches.collate([examples[i] for i in indices], visual_by_split["train"], tokenizer.pad_token_id)
+        for indices in batches.shuffled_batches(len(examples), train_config["batch_size"], steps, seed)
+    )
+    optim = OptimConfig(
+        lr=train_config["lr"],
+        weight_decay=train_config["weight_decay"],
+        warmup_ratio=train_config["warmup_ratio"],
+        grad_clip=train_config["grad_clip"],
+        prox_mu=train_config["prox_mu"],
+    )
+    losses = train(peft_model, stream, steps, optim, device, description=f"client {out_dir.name}")
+
+    val_scores = inference.evaluate_records(
+        peft_model, tokenizer, records_by_split["val"], visual_by_split["val"], eval_config, device
+    ) if records_by_split["val"] else None
+
+    peft_model.cpu()
+    model.save_adapter(peft_model, out_dir)
+    metrics = {
+        "num_samples": len(train_records),
+        "steps": steps,
+        "train_loss": sum(losses) / len(losses),
+        "train_loss_last": losses[-1],
+        "val_vqa_accuracy": val_scores["vqa"]["accuracy"] if val_scores else None,
+        "val_samples": len(records_by_split["val"]),
+        "trained_groups": groups,
+        "bytes_uploaded": upload_size(model.adapter_state(peft_model), groups),
+        "seconds": time.perf_counter() - started,
+    }
+    atomic_write_json(out_dir / "metrics.json", metrics)
+    return metrics

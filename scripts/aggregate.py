@@ -1,0 +1,20 @@
+"""Aggregate one round's client uploads into the next global adapter (rule aggregate)."""
+
+from pathlib import Path
+
+from fedumm.runlog import log_to
+from fedumm.server import aggregate_round
+
+with log_to(snakemake.log[0]) as log:
+    client_dirs = {int(Path(m).parent.name): Path(m).parent for m in snakemake.input.metrics}
+    summary = aggregate_round(
+        strategy_config=snakemake.params.strategy,
+        round_index=int(snakemake.wildcards.r),
+        previous_global=Path(snakemake.input.previous).parent,
+        previous_state=Path(snakemake.input.previous_state),
+        client_dirs=client_dirs,
+        out_dir=Path(snakemake.output.weights).parent,
+        state_out=Path(snakemake.output.state),
+        summary_out=Path(snakemake.output.summary),
+    )
+    log.info("round %s: %s", snakemake.wildcards.r, summary)

@@ -1,0 +1,19 @@
+"""Build and pretrain the base model (rule base_model)."""
+
+from pathlib import Path
+
+from fedumm import data
+from fedumm.base_model import build_base_model
+from fedumm.runlog import log_to
+
+with log_to(snakemake.log[0]) as log:
+    spec = snakemake.params.spec
+    public = (
+        data.split_shards(Path(snakemake.input.public), spec["pretrain"].get("split", "public"))
+        if snakemake.input.public
+        else []
+    )
+    summary = build_base_model(
+        spec, public, Path(snakemake.output[0]), threads=snakemake.threads
+    )
+    log.info("base model: %s", summary)

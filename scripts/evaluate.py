@@ -1,0 +1,23 @@
+"""Evaluate the model(s) of one round (rule evaluate)."""
+
+from pathlib import Path
+
+from fedumm import data
+from fedumm.inference import evaluate_adapters
+from fedumm.io import atomic_write_json
+from fedumm.runlog import log_to
+from fedumm.training import configure_torch
+
+with log_to(snakemake.log[0]) as log:
+    device = configure_torch(0, snakemake.threads)
+    scores = evaluate_adapters(
+        base_dir=Path(snakemake.input.base),
+        adapters={name: Path(d) for name, d in snakemake.params.adapters.items()},
+        shards=data.split_shards(Path(snakemake.input.data), snakemake.params.eval["split"]),
+        feature_file=Path(snakemake.input.features) if "features" in snakemake.input.keys() else None,
+        train_shards=data.split_shards(Path(snakemake.input.data), "train"),
+        eval_config=snakemake.params.eval,
+        device=device,
+    )
+    atomic_write_json(snakemake.output[0], {"round": int(snakemake.wildcards.r), **scores})
+    log.info("round %s: VQA accuracy %.4f", snakemake.wildcards.r, scores["vqa"]["accuracy"])

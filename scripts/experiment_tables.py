@@ -1,0 +1,16 @@
+"""Per-experiment metrics.csv and lineage.jsonl (rule experiment_tables)."""
+
+from pathlib import Path
+
+from fedumm import lineage, report
+from fedumm.runlog import log_to
+
+with log_to(snakemake.log[0]) as log:
+    evals = {report.read_eval(path)["round"]: Path(path) for path in snakemake.input.evals}
+    rows = report.eval_rows(snakemake.wildcards.exp, evals)
+    report.write_metrics_csv(rows, snakemake.output.metrics)
+    records = lineage.lineage_records(
+        [Path(p) for p in snakemake.input.adapters], snakemake.params.config_hash, lineage.code_version()
+    )
+    lineage.write_lineage(Path(snakemake.output.lineage), records)
+    log.info("%d evaluated rounds, %d lineage records", len(rows), len(records))

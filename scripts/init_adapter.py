@@ -1,0 +1,17 @@
+"""Write the seeded round-0 global adapter (rule init_adapter)."""
+
+from pathlib import Path
+
+from fedumm.runlog import log_to
+from fedumm.server import initial_adapter
+
+with log_to(snakemake.log[0]) as log:
+    initial_adapter(
+        base_dir=Path(snakemake.input.base),
+        lora=snakemake.params.lora,
+        with_connector=snakemake.params.with_connector,
+        seed=snakemake.params.seed,
+        out_dir=Path(snakemake.output.weights).parent,
+        state_out=Path(snakemake.output.state),
+    )
+    log.info("initial adapter written to %s", Path(snakemake.output.weights).parent)

@@ -1,0 +1,118 @@
+"""One client round on real files: tiny base model, seeded initial adapter, local training."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from fedumm import base_model, data, features, model, partition
+from fedumm.client import train_client, upload_size
+from fedumm.server import initial_adapter
+from workflow_util import TINY_MODEL
+
+TRAIN = {"lr": 0.01, "weight_decay": 0.0, "warmup_ratio": 0.0, "local_epochs": 1, "local_steps": 4,
+         "batch_size": 8, "grad_clip": 1.0, "prox_mu": 0.0}
+EVAL = {"batch_size": 32, "max_new_tokens": 3}
+LORA = {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"], "vision_target_modules": []}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("client")
+    dataset = root / "data"
+    data.generate_shapes(dataset, {"public": 64, "train": 48, "val": 16, "test": 8}, seed=0, shard_size=32)
+    spec = copy.deepcopy(TINY_MODEL)
+    spec["pretrain"]["steps"] = 5
+    base_model.build_base_model(spec, data.split_shards(dataset, "public"), root / "base", threads=1)
+    initial_adapter(base_dir=root / "base", lora=LORA, with_connector=True, seed=1,
+                    out_dir=root / "global", state_out=root / "state.safetensors")
+    records = {s: data.read_records(data.split_shards(dataset, s)) for s in ("train", "val", "test")}
+    parts = partition.partition_splits(
+        {s: [r["domain"] for r in rs] for s, rs in records.items()}, "iid", 2, seed=0, alpha=None, min_size=1
+    )
+    partition.write_partition(root / "index", root / "counts.csv", root / "heatmap.png", records, parts, "domain")
+    vlm, _, base_spec = model.load_base(root / "base")
+    feature_files = {}
+    for split in ("train", "val"):
+        feature_files[split] = root / "features" / f"{split}.safetensors"
+        features.extract_features(vlm, model.image_transform(base_spec), data.split_shards(dataset, split),
+                                  feature_files[split], batch_size=16, device=torch.device("cpu"))
+    return {"root": root, "dataset": dataset, "features": feature_files, "parts": parts}
+
+
+def _train(world, out: str, groups, use_features=True, **train_overrides) -> dict:
+    root = world["root"]
+    return train_client(
+        base_dir=root / "base",
+        start_adapter=root / "global",
+        index_file=root / "index" / "client_001.json",
+        shards={s: data.split_shards(world["dataset"], s) for s in ("train", "val")},
+        feature_files=world["features"] if use_features else None,
+        train_config={**TRAIN, **train_overrides},
+        groups=groups,
+        seed=7,
+        threads=1,
+        out_dir=root / out,
+        eval_config=EVAL,
+    )
+
+
+def _changed(world, out: str) -> dict[str, bool]:
+    start = load_file(world["root"] / "global" / "adapter_model.safetensors")
+    trained = load_file(world["root"] / out / "adapter_model.safetensors")
+    assert set(start) == set(trained)
+    return {name: not torch.equal(start[name], trained[name]) for name in start}
+
+
+def test_client_trains_only_its_groups_and_reports_metrics(world):
+    metrics = _train(world, "lora_only", ["language"])
+    assert metrics["num_samples"] == len(world["parts"]["train"][1])
+    assert metrics["steps"] == 4 and metrics["val_samples"] == len(world["parts"]["val"][1])
+    assert 0.0 <= metrics["val_vqa_accuracy"] <= 1.0
+    changed = _changed(world, "lora_only")
+    # LoRA B starts at zero, so one optimizer step moves every B; the connector stays frozen.
+    assert all(changed[n] for n in changed if "lora_B" in n)
+    assert not any(changed[n] for n in changed if model.parameter_group(n) == "connector")
+
+    state = load_file(world["root"] / "lora_only" / "adapter_model.safetensors")
+    language_bytes = sum(t.numel() * t.element_size() for n, t in state.items() if "lora_" in n)
+    assert language_bytes < metrics["bytes_uploaded"] < language_bytes + 8192
+    assert metrics["bytes_uploaded"] == upload_size(state, ["language"])
+    assert json.loads((world["root"] / "lora_only" / "metrics.json").read_text())["steps"] == 4
+
+
+def test_connector_round_leaves_lora_untouched(world):
+    _train(world, "connector_only", ["connector"])
+    changed = _changed(world, "connector_only")
+    assert any(changed[n] for n in changed if model.parameter_group(n) == "connector")
+    assert not any(changed[n] for n in changed if "lora_" in n)
+
+
+def test_training_from_images_matches_cached_features(world):
+    from_features = _train(world, "from_features", ["language", "connector"])
+    from_images = _train(world, "from_images", ["language", "connector"], use_features=False)
+    assert from_images["train_loss"] == pytest.approx(from_features["train_loss"], rel=1e-4)
+
+
+def test_client_training_is_deterministic(world):
+    _train(world, "again_a", ["language"])
+    _train(world, "again_b", ["language"])
+    a = (world["root"] / "again_a" / "adapter_model.safetensors").read_bytes()
+    assert a == (world["root"] / "again_b" / "adapter_model.safetensors").read_bytes()
+
+
+def test_fedprox_term_keeps_the_client_closer_to_the_global_adapter(world):
+    _train(world, "plain", ["language", "connector"], local_steps=8)
+    _train(world, "prox", ["language", "connector"], local_steps=8, prox_mu=50.0)
+    start = load_file(world["root"] / "global" / "adapter_model.safetensors")
+
+    def distance(out: str) -> float:
+        trained = load_file(world["root"] / out / "adapter_model.safetensors")
+        return sum(float((trained[n] - start[n]).pow(2).sum()) for n in start)
+
+    assert distance("prox") < 0.9 * distance("plain")

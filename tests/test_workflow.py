@@ -1,0 +1,128 @@
+"""The real Snakemake workflow on tiny configs: DAG shape, config errors, a run, resume, more rounds."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from workflow_util import SNAKEMAKE, job_counts, snakemake, tiny_config, write_config
+
+pytestmark = pytest.mark.slow
+
+FINAL = "results/fedavg/round_{:03d}/global/adapter_model.safetensors"
+
+
+def test_dry_run_of_100_rounds_by_16_clients_builds_its_dag(tmp_path):
+    write_config(tmp_path, tiny_config(rounds=100, clients=16, clients_per_round=0.25))
+    counts = job_counts(snakemake(tmp_path, "-n").stdout)
+    assert counts["client_train"] == 100 * 4
+    assert counts["aggregate"] == 100
+    assert counts["evaluate"] == 51  # round 0 and every 2nd round
+    assert counts["init_adapter"] == counts["partition"] == counts["base_model"] == 1
+
+
+@pytest.mark.parametrize(
+    ("experiments", "message"),
+    [
+        ({"fedavg": {"alhpa": 0.5}}, "config key 'experiments.fedavg': unknown key 'alhpa'"),
+        ({"fedavg": {"strategy": {"name": "fedmagic"}}}, "config key 'experiments.fedavg.strategy': unknown strategy 'fedmagic'"),
+        ({"fedavg": {"partition": {"alpha": 0}}}, "config key 'experiments.fedavg.partition.alpha'"),
+        ({"fedavg": {"clients": 500}}, "config key 'experiments.fedavg.clients': 500 clients but dataset 'shapes' has only 120"),
+    ],
+)
+def test_bad_config_fails_before_any_job_with_the_key_named(tmp_path, experiments, message):
+    write_config(tmp_path, tiny_config(experiments))
+    result = snakemake(tmp_path, "--cores", "1", check=False)
+    assert result.returncode != 0
+    assert message in result.stdout + result.stderr
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    """An uninterrupted run of 4 rounds: FedAvg over 2 clients."""
+    workdir = tmp_path_factory.mktemp("uninterrupted")
+    write_config(workdir, tiny_config(rounds=4))
+    snakemake(workdir, "--cores", "2")
+    return workdir
+
+
+def test_a_run_writes_the_artifact_contract(finished_run):
+    results = finished_run / "results"
+    lineage = [json.loads(line) for line in (results / "fedavg" / "lineage.jsonl").read_text().splitlines()]
+    assert [record["round"] for record in lineage] == [0, 1, 2, 3, 4]
+    metrics = json.loads((results / "fedavg/round_001/clients/0/metrics.json").read_text())
+    assert metrics["num_samples"] > 0 and metrics["steps"] == 3 and metrics["bytes_uploaded"] > 0
+    summary = (results / "summary.md").read_text()
+    assert re.search(r"\| fedavg \| federated \| fedavg \| 2 \| 0.5 \| 4 \|", summary)
+    assert (results / "fedavg/partition/heatmap.png").read_bytes()[:4] == b"\x89PNG"
+    for rule in ("client_train", "aggregate", "evaluate"):
+        assert list((finished_run / "logs" / rule).rglob("*.log")), rule
+        assert list((finished_run / "benchmarks" / rule).rglob("*.tsv")), rule
+
+
+def test_the_global_adapter_loads_with_plain_peft(finished_run):
+    from peft import PeftModel
+
+    from fedumm import model
+
+    base, _, _ = model.load_base(finished_run / "results/models/tiny/base")
+    adapter_dir = finished_run / "results/fedavg/round_004/global"
+    loaded = PeftModel.from_pretrained(base, str(adapter_dir))
+    lora = [name for name, _ in loaded.named_parameters() if "lora_" in name]
+    connector = [name for name, _ in loaded.named_parameters() if "connector.modules_to_save" in name]
+    assert lora and connector
+
+
+def test_raising_rounds_schedules_only_the_new_rounds(finished_run, tmp_path):
+    config = tiny_config(rounds=6)
+    write_config(finished_run, config)
+    try:
+        dry = snakemake(finished_run, "-n").stdout
+    finally:
+        write_config(finished_run, tiny_config(rounds=4))
+    trained = set(re.findall(r"round_(\d{3})/clients/\d+/metrics.json", dry.split("Job stats:")[0]))
+    assert trained == {"005", "006"}
+    counts = job_counts(dry)
+    assert counts["client_train"] == 4 and counts["aggregate"] == 2
+    assert "init_adapter" not in counts and "base_model" not in counts
+
+
+def _wait_for(path: Path, process: subprocess.Popen, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if process.poll() is not None:
+            raise AssertionError(f"snakemake ended before {path} appeared")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{path} did not appear within {timeout}s")
+        time.sleep(0.2)
+
+
+@pytest.mark.parametrize("kill_signal", [signal.SIGTERM, signal.SIGKILL])
+def test_a_killed_run_resumes_to_byte_identical_adapters(finished_run, tmp_path, kill_signal):
+    write_config(tmp_path, tiny_config(rounds=4))
+    command = [*SNAKEMAKE, "--directory", str(tmp_path), "--cores", "2"]
+    process = subprocess.Popen(
+        command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    # Kill the whole run while a client of round 2 is training.
+    _wait_for(tmp_path / "logs/client_train/fedavg/round_002_client_0.log", process)
+    os.killpg(process.pid, kill_signal)
+    process.wait(timeout=60)
+    assert not (tmp_path / FINAL.format(4)).exists()
+
+    if kill_signal == signal.SIGKILL:
+        # A hard crash leaves Snakemake's lock behind; releasing it is the documented first step.
+        snakemake(tmp_path, "--unlock")
+    snakemake(tmp_path, "--cores", "2")
+    for r in range(5):
+        assert (tmp_path / FINAL.format(r)).read_bytes() == (finished_run / FINAL.format(r)).read_bytes(), r
+    lineage = "results/fedavg/lineage.jsonl"
+    assert (tmp_path / lineage).read_text() == (finished_run / lineage).read_text()

@@ -1,0 +1,192 @@
+# Config validation and input functions shared by every rule file.
+
+import json
+from pathlib import Path
+
+from fedumm import config as fedumm_config
+from fedumm import data as fedumm_data
+from fedumm import federation
+
+
+EXPERIMENTS = fedumm_config.load_experiments(
+    config, fedumm_config.load_yaml(workflow.source_path("../schemas/config.schema.yaml"))
+)
+
+
+wildcard_constraints:
+    exp="|".join(sorted(EXPERIMENTS)),
+    r=r"\d{3}",
+    k=r"\d+",
+    split=r"public|train|val|test",
+    dataset=r"[A-Za-z0-9_.-]+",
+    model=r"[A-Za-z0-9_.-]+",
+
+
+localrules:
+    partition,
+    experiment_tables,
+    summary,
+
+
+# ---------------------------------------------------------------- resources
+
+
+def rule_resources(rule_name):
+    """Cluster resources of a rule: config.resources.default overlaid with the rule's entry."""
+    merged = {**config["resources"]["default"], **config["resources"].get(rule_name, {})}
+    resources = {"mem_mb": merged["mem_mb"], "runtime": merged["runtime"]}
+    for key in ("slurm_partition", "slurm_account"):
+        if merged.get(key):
+            resources[key] = merged[key]
+    if merged.get("gpu"):
+        resources["gpu"] = merged["gpu"]
+    return resources
+
+
+def rule_threads(rule_name):
+    return {**config["resources"]["default"], **config["resources"].get(rule_name, {})}["cpus"]
+
+
+# ---------------------------------------------------------------- paths
+
+
+def round_dir(exp, r):
+    return f"results/{exp}/round_{int(r):03d}"
+
+
+def dataset_dir(dataset):
+    """A dataset: webdataset shards of every split and card.json, written by the data rule."""
+    return f"results/data/{dataset}"
+
+
+def base_model_dir(model):
+    return f"results/models/{model}/base"
+
+
+def feature_file(exp, split):
+    e = EXPERIMENTS[exp]
+    return f"results/features/{e['model']}/{e['dataset']}/{split}.safetensors"
+
+
+def uses_features(exp):
+    return federation.uses_feature_cache(EXPERIMENTS[exp])
+
+
+def adapter_files(directory):
+    return {
+        "weights": f"{directory}/adapter_model.safetensors",
+        "config": f"{directory}/adapter_config.json",
+    }
+
+
+# ---------------------------------------------------------------- input functions
+
+
+def pretrain_shards(wildcards):
+    pretrain = config["models"][wildcards.model].get("pretrain")
+    return dataset_dir(pretrain["dataset"]) if pretrain else []
+
+
+def start_adapter_dir(exp, r, k):
+    """Where client k starts round r: the previous global adapter, or its own (local kind)."""
+    r = int(r)
+    if EXPERIMENTS[exp]["kind"] == "local" and r > 1:
+        return f"{round_dir(exp, r - 1)}/clients/{k}"
+    return f"{round_dir(exp, r - 1)}/global"
+
+
+def client_train_inputs(wildcards):
+    e = EXPERIMENTS[wildcards.exp]
+    inputs = {
+        "base": base_model_dir(e["model"]),
+        "partition": f"results/{wildcards.exp}/partition/clients",
+        "data": dataset_dir(e["dataset"]),
+        **{
+            f"start_{key}": path
+            for key, path in adapter_files(start_adapter_dir(wildcards.exp, wildcards.r, wildcards.k)).items()
+        },
+    }
+    if uses_features(wildcards.exp):
+        inputs["train_features"] = feature_file(wildcards.exp, "train")
+        inputs["val_features"] = feature_file(wildcards.exp, "val")
+    return inputs
+
+
+def client_outputs(exp, r):
+    return [
+        f"{round_dir(exp, r)}/clients/{k}/metrics.json"
+        for k in federation.sampled_clients(EXPERIMENTS[exp], int(r))
+    ]
+
+
+def aggregate_inputs(wildcards):
+    previous = round_dir(wildcards.exp, int(wildcards.r) - 1)
+    clients = federation.sampled_clients(EXPERIMENTS[wildcards.exp], int(wildcards.r))
+    return {
+        "previous": f"{previous}/global/adapter_model.safetensors",
+        "previous_config": f"{previous}/global/adapter_config.json",
+        "previous_state": f"{previous}/server_state.safetensors",
+        "metrics": [f"{round_dir(wildcards.exp, wildcards.r)}/clients/{k}/metrics.json" for k in clients],
+        "weights": [
+            f"{round_dir(wildcards.exp, wildcards.r)}/clients/{k}/adapter_model.safetensors" for k in clients
+        ],
+    }
+
+
+def evaluated_adapter_dirs(exp, r):
+    """The models scored at round r: the global one, or every client's own (local kind)."""
+    e = EXPERIMENTS[exp]
+    if e["kind"] == "local" and int(r) > 0:
+        return {f"client_{k}": f"{round_dir(exp, r)}/clients/{k}" for k in range(e["clients"])}
+    return {"global": f"{round_dir(exp, r)}/global"}
+
+
+def evaluate_inputs(wildcards):
+    e = EXPERIMENTS[wildcards.exp]
+    split = e["eval"]["split"]
+    inputs = {
+        "base": base_model_dir(e["model"]),
+        "data": dataset_dir(e["dataset"]),
+        "adapters": [
+            f"{directory}/adapter_model.safetensors"
+            for directory in evaluated_adapter_dirs(wildcards.exp, wildcards.r).values()
+        ],
+    }
+    if uses_features(wildcards.exp):
+        inputs["features"] = feature_file(wildcards.exp, split)
+    return inputs
+
+
+def global_adapters(exp):
+    """Every round's adapter files that the lineage records."""
+    e = EXPERIMENTS[exp]
+    return [
+        f"{directory}/adapter_model.safetensors"
+        for r in range(e["rounds"] + 1)
+        for directory in (
+            evaluated_adapter_dirs(exp, r).values() if e["kind"] == "local" else [f"{round_dir(exp, r)}/global"]
+        )
+    ]
+
+
+def experiment_eval_files(exp):
+    return [f"{round_dir(exp, r)}/eval.json" for r in federation.eval_rounds(EXPERIMENTS[exp])]
+
+
+def round_summaries(exp):
+    """Per-round upload accounting: aggregate.json, or the clients' metrics (local kind)."""
+    e = EXPERIMENTS[exp]
+    if e["kind"] == "local":
+        return [m for r in range(1, e["rounds"] + 1) for m in client_outputs(exp, r)]
+    return [f"{round_dir(exp, r)}/aggregate.json" for r in range(1, e["rounds"] + 1)]
+
+
+def all_outputs():
+    return [
+        *(f"results/{exp}/metrics.csv" for exp in EXPERIMENTS),
+        *(f"results/{exp}/lineage.jsonl" for exp in EXPERIMENTS),
+        *(f"results/{exp}/partition/heatmap.png" for exp in EXPERIMENTS),
+        "results/summary.csv",
+        "results/summary.md",
+        "results/score_vs_round.png",
+    ]

@@ -1,0 +1,22 @@
+# Scores of the global model (or of each local model) on the evaluation split.
+
+
+rule evaluate:
+    input:
+        unpack(evaluate_inputs),
+    output:
+        "results/{exp}/round_{r}/eval.json",
+    log:
+        "logs/evaluate/{exp}/round_{r}.log",
+    benchmark:
+        "benchmarks/evaluate/{exp}/round_{r}.tsv"
+    params:
+        eval=lambda wildcards: EXPERIMENTS[wildcards.exp]["eval"],
+        adapters=lambda wildcards: evaluated_adapter_dirs(wildcards.exp, wildcards.r),
+    threads: rule_threads("evaluate")
+    resources:
+        **rule_resources("evaluate"),
+    conda:
+        "../../envs/fedumm.yaml"
+    script:
+        "../../scripts/evaluate.py"

@@ -1,0 +1,76 @@
+# Federated rounds: round 0 initialises the global adapter; in round r each sampled client
+# trains from the adapter of round r-1, and the server aggregates their uploads.
+
+
+rule init_adapter:
+    input:
+        base=lambda wildcards: base_model_dir(EXPERIMENTS[wildcards.exp]["model"]),
+    output:
+        weights="results/{exp}/round_000/global/adapter_model.safetensors",
+        config="results/{exp}/round_000/global/adapter_config.json",
+        state="results/{exp}/round_000/server_state.safetensors",
+    log:
+        "logs/init_adapter/{exp}.log",
+    benchmark:
+        "benchmarks/init_adapter/{exp}.tsv"
+    params:
+        lora=lambda wildcards: EXPERIMENTS[wildcards.exp]["lora"],
+        with_connector=lambda wildcards: EXPERIMENTS[wildcards.exp]["tuning"]["mode"] != "lora",
+        seed=lambda wildcards: federation.derive_seed(EXPERIMENTS[wildcards.exp]["seed"], "init"),
+    threads: 1
+    resources:
+        **rule_resources("init_adapter"),
+    conda:
+        "../../envs/fedumm.yaml"
+    script:
+        "../../scripts/init_adapter.py"
+
+
+rule client_train:
+    input:
+        unpack(client_train_inputs),
+    output:
+        weights="results/{exp}/round_{r}/clients/{k}/adapter_model.safetensors",
+        config="results/{exp}/round_{r}/clients/{k}/adapter_config.json",
+        metrics="results/{exp}/round_{r}/clients/{k}/metrics.json",
+    log:
+        "logs/client_train/{exp}/round_{r}_client_{k}.log",
+    benchmark:
+        "benchmarks/client_train/{exp}/round_{r}_client_{k}.tsv"
+    params:
+        train=lambda wildcards: federation.local_training(EXPERIMENTS[wildcards.exp]),
+        groups=lambda wildcards: federation.trained_groups(EXPERIMENTS[wildcards.exp], int(wildcards.r)),
+        eval=lambda wildcards: EXPERIMENTS[wildcards.exp]["eval"],
+        seed=lambda wildcards: federation.derive_seed(
+            EXPERIMENTS[wildcards.exp]["seed"], "client", int(wildcards.r), int(wildcards.k)
+        ),
+    threads: rule_threads("client_train")
+    resources:
+        **rule_resources("client_train"),
+    conda:
+        "../../envs/fedumm.yaml"
+    script:
+        "../../scripts/client_train.py"
+
+
+rule aggregate:
+    input:
+        unpack(aggregate_inputs),
+    output:
+        weights="results/{exp}/round_{r,(?!000)\d{3}}/global/adapter_model.safetensors",
+        config="results/{exp}/round_{r}/global/adapter_config.json",
+        state="results/{exp}/round_{r}/server_state.safetensors",
+        summary="results/{exp}/round_{r}/aggregate.json",
+    log:
+        "logs/aggregate/{exp}/round_{r}.log",
+    benchmark:
+        "benchmarks/aggregate/{exp}/round_{r}.tsv"
+    params:
+        strategy=lambda wildcards: EXPERIMENTS[wildcards.exp]["strategy"],
+    threads: 1
+    resources:
+        **rule_resources("aggregate"),
+    conda:
+        "../../envs/fedumm.yaml"
+    script:
+        "../../scripts/aggregate.py"
