@@ -85,8 +85,38 @@ def example_weights(updates: list[ClientUpdate]) -> list[float]:
 
 
 def weighted_average(tensors: list[torch.Tensor], weights: list[float]) -> torch.Tensor:
-    """Σ_k w_k x_k, accumulated in float64 so the result does not depend on client order."""
+    """Σ_k w_k x_k, accumulated in float64 so rounding stays far below float32 resolution."""
     total = torch.zeros_like(tensors[0], dtype=torch.float64)
     for tensor, weight in zip(tensors, weights):
         total += weight * tensor.to(torch.float64)
     return total.to(tensors[0].dtype)
+
+
+def client_deltas(global_weights: Weights, updates: list[ClientUpdate]) -> list[Weights]:
+    """Δ_k = w_k − w: each client's change to the global adapter (its pseudo-gradient, negated)."""
+    return [{name: update.weights[name] - global_weights[name] for name in global_weights} for update in updates]
+
+
+RobustRule = Callable[..., Weights]
+"""``rule(deltas, weights, **params) -> Weights``: a replacement for the weighted mean of deltas."""
+
+ROBUST_RULES: dict[str, RobustRule] = {}
+
+
+def combine_deltas(deltas: list[Weights], weights: list[float], robust: dict | None = None) -> Weights:
+    """Σ_k p_k Δ_k, or the robust rule named by ``robust = {"name": ..., **params}``.
+
+    Strategies aggregate through this one function, so every robust rule composes with
+    every strategy that has a ``robust`` parameter.
+    """
+    if robust is None:
+        return {name: weighted_average([delta[name] for delta in deltas], weights) for name in deltas[0]}
+    check_robust(robust)
+    params = {key: value for key, value in robust.items() if key != "name"}
+    return ROBUST_RULES[robust["name"]](deltas, weights, **params)
+
+
+def check_robust(robust: dict | None) -> None:
+    """Fail at config time, not in round 7, on an unknown robust rule."""
+    if robust is not None and robust.get("name") not in ROBUST_RULES:
+        raise ValueError(f"unknown robust rule {robust.get('name')!r} (known: {', '.join(sorted(ROBUST_RULES)) or 'none'})")

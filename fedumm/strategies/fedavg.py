@@ -8,19 +8,27 @@ from fedumm.strategies.base import (
     AggregationResult,
     ClientUpdate,
     Weights,
+    check_robust,
+    client_deltas,
+    combine_deltas,
     example_weights,
     register,
-    weighted_average,
 )
 
 
 @register("fedavg")
 @dataclass(frozen=True)
 class FedAvg:
-    """Example-weighted average of the client models: w ← Σ_k (n_k / n) w_k.
+    """Example-weighted average of the client models: w ← w + Σ_k (n_k / n)(w_k − w) = Σ_k (n_k / n) w_k.
 
-    Stateless: the server state it writes each round is empty.
+    Stateless: the server state it writes each round is empty. ``robust`` replaces the
+    weighted mean of the client deltas by a robust rule (``fedumm.strategies.base.ROBUST_RULES``).
     """
+
+    robust: dict | None = None
+
+    def __post_init__(self) -> None:
+        check_robust(self.robust)
 
     def aggregate(
         self,
@@ -30,12 +38,9 @@ class FedAvg:
         round_index: int,
     ) -> AggregationResult:
         weights = example_weights(updates)
-        averaged = {
-            name: weighted_average([update.weights[name] for update in updates], weights)
-            for name in global_weights
-        }
+        step = combine_deltas(client_deltas(global_weights, updates), weights, self.robust)
         return AggregationResult(
-            weights=averaged,
+            weights={name: global_weights[name] + step[name] for name in global_weights},
             server_state={},
             metrics={"client_weights": dict(zip((u.client for u in updates), weights))},
         )
