@@ -117,6 +117,9 @@ def combine_deltas(deltas: list[Weights], weights: list[float], robust: dict | N
 
 
 def check_robust(robust: dict | None) -> None:
-    """Fail at config time, not in round 7, on an unknown robust rule."""
-    if robust is not None and robust.get("name") not in ROBUST_RULES:
-        raise ValueError(f"unknown robust rule {robust.get('name')!r} (known: {', '.join(sorted(ROBUST_RULES)) or 'none'})")
+    """Fail at config time, not in round 7, on an unknown robust rule or a bad parameter."""
+    if robust is not None:
+        # Imported here: robust.py registers its rules into this module's ROBUST_RULES.
+        from fedumm.strategies.robust import check_robust_params
+
+        check_robust_params(robust)
