@@ -7,6 +7,7 @@ draws from its own seed, so adding rounds never changes the earlier ones.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 
 import numpy as np
@@ -24,12 +25,28 @@ def derive_seed(*parts: object) -> int:
 
 def sampled_clients(experiment: dict, round_index: int) -> list[int]:
     """Clients taking part in ``round_index`` (1-based): a seeded draw without replacement."""
-    total = num_clients(experiment)
-    count = clients_per_round(experiment)
+    return list(_sampled(num_clients(experiment), clients_per_round(experiment), experiment["seed"], round_index))
+
+
+@functools.lru_cache(maxsize=None)
+def _sampled(total: int, count: int, seed: int, round_index: int) -> tuple[int, ...]:
+    # Cached: the DAG asks for every round's sample many times (e.g. for last_participation).
     if count >= total:
-        return list(range(total))
-    rng = np.random.default_rng(derive_seed(experiment["seed"], "sample", round_index))
-    return sorted(int(k) for k in rng.choice(total, size=count, replace=False))
+        return tuple(range(total))
+    rng = np.random.default_rng(derive_seed(seed, "sample", round_index))
+    return tuple(sorted(int(k) for k in rng.choice(total, size=count, replace=False)))
+
+
+def last_participation(experiment: dict, client: int, round_index: int) -> int | None:
+    """The latest round before ``round_index`` in which ``client`` trained, or None.
+
+    Client-side algorithms (SCAFFOLD's control variate, MOON's previous local model)
+    continue from the state a client wrote the last time it was sampled.
+    """
+    for earlier in range(round_index - 1, 0, -1):
+        if client in sampled_clients(experiment, earlier):
+            return earlier
+    return None
 
 
 def eval_rounds(experiment: dict) -> list[int]:

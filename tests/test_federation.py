@@ -68,3 +68,12 @@ def test_centralized_takes_the_steps_of_all_sampled_clients(experiment):
 def test_derived_seeds_differ_by_path():
     assert federation.derive_seed(0, "client", 1, 2) != federation.derive_seed(0, "client", 2, 1)
     assert federation.derive_seed(0, "client", 1, 2) == federation.derive_seed(0, "client", 1, 2)
+
+
+def test_last_participation_follows_the_sampling(experiment):
+    experiment.update(clients=8, clients_per_round=2)
+    history = {r: federation.sampled_clients(experiment, r) for r in range(1, 11)}
+    for k in range(8):
+        for r in range(1, 11):
+            earlier = [q for q in range(1, r) if k in history[q]]
+            assert federation.last_participation(experiment, k, r) == (max(earlier) if earlier else None)
