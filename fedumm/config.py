@@ -109,6 +109,16 @@ def clients_per_round(experiment: dict) -> int:
     return per_round
 
 
+def fill_derived_parameters(experiment: dict) -> None:
+    """Strategy parameters that follow from the experiment itself, unless set explicitly.
+
+    DP-FedAvg's accountant needs the client sampling rate q = clients per round / clients.
+    """
+    strategy = experiment["strategy"]
+    if strategy["name"] == "dp_fedavg" and "sampling_rate" not in strategy:
+        strategy["sampling_rate"] = clients_per_round(experiment) / num_clients(experiment)
+
+
 def _check_experiment(name: str, experiment: dict, config: dict) -> None:
     where = f"experiments.{name}"
     for key in ("dataset", "model"):
@@ -189,6 +199,7 @@ def load_experiments(config: dict, schema: dict) -> dict[str, dict]:
             validate_schema(experiment, resolved_schema)
         except ConfigError as error:
             raise ConfigError(f"experiment {name!r} (defaults merged with its overrides): {error}") from None
+        fill_derived_parameters(experiment)
         _check_experiment(name, experiment, config)
     return experiments
 

@@ -62,3 +62,11 @@ def test_deep_merge_replaces_strategy_whole():
 def test_config_hash_is_stable_and_sensitive():
     assert config_hash({"a": 1, "b": 2}) == config_hash({"b": 2, "a": 1})
     assert config_hash({"a": 1}) != config_hash({"a": 2})
+
+
+def test_dp_sampling_rate_follows_the_client_sampling(default_config, schema):
+    default_config["experiments"] = {
+        "dp": {"clients": 8, "clients_per_round": 2,
+               "strategy": {"name": "dp_fedavg", "clip_norm": 1.0, "noise_multiplier": 1.0, "delta": 1e-5}}
+    }
+    assert load_experiments(default_config, schema)["dp"]["strategy"]["sampling_rate"] == 0.25
