@@ -14,6 +14,7 @@ from pathlib import Path
 from safetensors.torch import save
 
 from fedumm import batches, data, inference, model
+from fedumm.alignment import mean_alignment_error
 from fedumm.io import atomic_write_json
 from fedumm.training import OptimConfig, configure_torch, train
 
@@ -91,6 +92,15 @@ def train_client(
         prox_mu=train_config["prox_mu"],
     )
     losses = train(peft_model, stream, steps, optim, device, description=f"client {out_dir.name}")
+    # Fed-CMP weights clients by how well their projected visual tokens match their text embeddings.
+    batch_size = train_config["batch_size"]
+    alignment = mean_alignment_error(
+        peft_model,
+        (
+            batches.collate(examples[i : i + batch_size], visual_by_split["train"], tokenizer.pad_token_id)
+            for i in range(0, len(examples), batch_size)
+        ),
+    )
 
     val_scores = inference.evaluate_records(
         peft_model, tokenizer, records_by_split["val"], visual_by_split["val"], eval_config, device
@@ -105,6 +115,7 @@ def train_client(
         "train_loss_last": losses[-1],
         "val_vqa_accuracy": val_scores["vqa"]["accuracy"] if val_scores else None,
         "val_samples": len(records_by_split["val"]),
+        "alignment_error": alignment,
         "trained_groups": groups,
         "bytes_uploaded": upload_size(model.adapter_state(peft_model), groups),
         "seconds": time.perf_counter() - started,
