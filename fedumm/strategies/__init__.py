@@ -8,6 +8,7 @@ from fedumm.strategies import fedavg  # noqa: F401  (registers "fedavg")
 from fedumm.strategies import fedopt  # noqa: F401  (registers "fedavgm", "fedadam", "fedyogi", "fedadagrad")
 from fedumm.strategies import fusion  # noqa: F401  (registers "fedumm_fusion")
 from fedumm.strategies import fedcmp  # noqa: F401  (registers "fedcmp")
+from fedumm.strategies import lora, merging  # noqa: F401  (registers "lora_fedavg", "merge")
 from fedumm.strategies import robust  # noqa: F401  (robust rules: krum, multi_krum, median, trimmed_mean, norm_clip)
 from fedumm.strategies import dp  # noqa: F401  (registers "dp_fedavg")
 from fedumm.strategies.base import (

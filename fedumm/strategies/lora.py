@@ -1,0 +1,234 @@
+"""LoRA-aware aggregation: average what a LoRA adapter adds to a layer, the product B·A.
+
+A LoRA layer adds (alpha/r)·B·A to its frozen weight (A: r×in, B: out×r). The scaling
+alpha/r is the same for every client, so it factors out of every mean and error below,
+which are all in units of B·A. Averaging the factors separately, as FedAvg does, gives
+B̄Ā = (Σ_k p_k B_k)(Σ_k p_k A_k) ≠ Σ_k p_k B_k A_k (the cross terms p_j p_k B_j A_k do not
+cancel); Σ_k p_k B_k A_k is what averaging the clients' merged models would give.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from fedumm.strategies.base import (
+    AggregationResult,
+    ClientUpdate,
+    Weights,
+    client_deltas,
+    combine_deltas,
+    example_weights,
+    register,
+)
+
+LORA_A = "lora_A.weight"
+LORA_B = "lora_B.weight"
+
+MODES = ("fedit", "exact")
+# Modes of the literature this strategy is meant to grow into. Both change what clients train
+# or the adapter's rank, so they need client-side support before the server can offer them.
+PLANNED_MODES = {
+    "stack": "FLoRA (Wang et al., 2024) stacks the clients' factors into a rank-K·r adapter, "
+             "which needs clients that accept a global adapter of another rank",
+    "ffa": "FFA-LoRA (Sun et al., 2024) freezes A at its initialisation and averages B only, "
+           "which needs clients that train B alone",
+}
+
+
+@dataclass(frozen=True)
+class ProductStats:
+    """Frobenius norms of one module's mean product M = Σ_k p_k B_k A_k and of two errors against it.
+
+    ``truncation_error`` = ‖M − M_r‖_F = ‖S_{r+1:}‖ for M_r the best rank-r approximation (what
+    ``exact`` loses); ``fedit_error`` = ‖B̄Ā − M‖_F (what averaging the factors loses).
+    """
+
+    norm: float
+    truncation_error: float
+    fedit_error: float
+
+    def as_metrics(self) -> dict[str, float]:
+        return {
+            "norm": self.norm,
+            "truncation_error": self.truncation_error,
+            "truncation_error_relative": _relative(self.truncation_error, self.norm),
+            "fedit_error": self.fedit_error,
+            "fedit_error_relative": _relative(self.fedit_error, self.norm),
+        }
+
+
+def _relative(error: float, norm: float) -> float:
+    # M = 0 (e.g. every client left B at peft's zero initialisation): nothing to lose.
+    return error / norm if norm > 0 else 0.0
+
+
+def lora_pairs(names) -> dict[str, tuple[str, str]]:
+    """Module prefix → (A name, B name) for every ``<prefix>lora_A.weight`` / ``<prefix>lora_B.weight`` pair."""
+    names = set(names)
+    prefixes = {name[: -len(suffix)] for name in names for suffix in (LORA_A, LORA_B) if name.endswith(suffix)}
+    pairs = {}
+    for prefix in sorted(prefixes):
+        a_name, b_name = prefix + LORA_A, prefix + LORA_B
+        if a_name not in names or b_name not in names:
+            raise ValueError(f"LoRA module {prefix.rstrip('.')!r} has only one of its factors lora_A, lora_B")
+        pairs[prefix] = (a_name, b_name)
+    return pairs
+
+
+def _stack(Bs: list[torch.Tensor], As: list[torch.Tensor], weights: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
+    """B_cat = [p_1 B_1 … p_K B_K] (out × Kr) and A_catᵀ = [A_1ᵀ … A_Kᵀ] (in × Kr): M = B_cat A_cat."""
+    for B, A in zip(Bs, As):
+        if B.dim() != 2 or A.dim() != 2 or B.shape[1] != A.shape[0] or B.shape != Bs[0].shape or A.shape != As[0].shape:
+            raise ValueError(f"LoRA factors of shapes {tuple(B.shape)} and {tuple(A.shape)} are not out×r and r×in "
+                             f"pairs of one rank and shape")
+    B_cat = torch.cat([p * B.to(torch.float64) for B, p in zip(Bs, weights)], dim=1)
+    A_cat_t = torch.cat([A.to(torch.float64).T for A in As], dim=1)
+    return B_cat, A_cat_t
+
+
+def _fedit_error(R_B: torch.Tensor, R_A: torch.Tensor, core: torch.Tensor, weights: list[float], rank: int) -> float:
+    """‖B̄Ā − M‖_F through the QR cores, with no out×in matrix.
+
+    With B_cat = Q_B R_B and A_catᵀ = Q_A R_A: B̄ = Σ_k p_k B_k = Q_B Σ_k R_B[:, k], Ā = Σ_k p_k A_k
+    = (Σ_k p_k R_A[:, k])ᵀ Q_Aᵀ (k: the k-th block of r columns) and M = Q_B R_B R_Aᵀ Q_Aᵀ, so
+    B̄Ā − M = Q_B (b̄ āᵀ − R_B R_Aᵀ) Q_Aᵀ, and Q_B, Q_A have orthonormal columns.
+    """
+    b_bar = sum(R_B[:, k * rank:(k + 1) * rank] for k in range(len(weights)))
+    a_bar = sum(p * R_A[:, k * rank:(k + 1) * rank] for k, p in enumerate(weights))
+    return torch.linalg.matrix_norm(b_bar @ a_bar.T - core).item()
+
+
+def _stats(S: torch.Tensor, rank: int, fedit_error: float) -> ProductStats:
+    return ProductStats(
+        norm=torch.linalg.vector_norm(S).item(),
+        truncation_error=torch.linalg.vector_norm(S[rank:]).item(),
+        fedit_error=fedit_error,
+    )
+
+
+def product_stats(Bs: list[torch.Tensor], As: list[torch.Tensor], weights: list[float]) -> ProductStats:
+    """The errors of ``exact`` and ``fedit`` for one module, from the R factors and singular values only."""
+    rank = Bs[0].shape[1]
+    B_cat, A_cat_t = _stack(Bs, As, weights)
+    R_B = torch.linalg.qr(B_cat, mode="r").R
+    R_A = torch.linalg.qr(A_cat_t, mode="r").R
+    core = R_B @ R_A.T
+    return _stats(torch.linalg.svdvals(core), rank, _fedit_error(R_B, R_A, core, weights, rank))
+
+
+def exact_product_mean(
+    Bs: list[torch.Tensor], As: list[torch.Tensor], weights: list[float]
+) -> tuple[torch.Tensor, torch.Tensor, ProductStats]:
+    """The best rank-r factorisation B·A of M = Σ_k p_k B_k A_k (Eckart–Young), in float64.
+
+    M = B_cat A_cat = Q_B (R_B R_Aᵀ) Q_Aᵀ with B_cat = Q_B R_B, A_catᵀ = Q_A R_A (reduced QR), so
+    the SVD of the (at most) Kr×Kr core R_B R_Aᵀ = U S Vᵀ is an SVD of M: M = (Q_B U) S (Q_A V)ᵀ.
+    Keeping the r largest singular values, split symmetrically: B = Q_B U_r S_r^{1/2},
+    A = S_r^{1/2} V_rᵀ Q_Aᵀ.
+    Cost O((out + in)(Kr)² + (Kr)³) against O(out·in·min(out, in)) for the SVD of M itself.
+
+    The split matters to the next round's training, whose gradients are ∂L/∂B = G Aᵀ and
+    ∂L/∂A = Bᵀ G: with S on B alone, A would have orthonormal rows and the step on A would scale
+    with σ_j while the step on B would not. The symmetric split gives ‖B_{:,j}‖ = ‖A_{j,:}‖ =
+    σ_j^{1/2}, a balanced pair (at the price of replacing peft's initial A after round 1). Signs are fixed
+    so the largest-magnitude entry of each column of B is positive (the SVD leaves each
+    ±(u_j, v_j) pair free), which makes reruns and other BLAS thread counts agree up to rounding.
+    When min(out, in) < r, M has fewer than r singular values; the missing columns of B and rows
+    of A are zero.
+    """
+    rank = Bs[0].shape[1]
+    B_cat, A_cat_t = _stack(Bs, As, weights)
+    Q_B, R_B = torch.linalg.qr(B_cat)
+    Q_A, R_A = torch.linalg.qr(A_cat_t)
+    core = R_B @ R_A.T
+    U, S, Vh = torch.linalg.svd(core, full_matrices=False)
+    kept = min(rank, S.numel())
+    root = S[:kept].sqrt()
+    B = torch.zeros(B_cat.shape[0], rank, dtype=torch.float64)
+    A = torch.zeros(rank, A_cat_t.shape[0], dtype=torch.float64)
+    B[:, :kept] = Q_B @ (U[:, :kept] * root)
+    A[:kept] = (root[:, None] * Vh[:kept]) @ Q_A.T
+    largest = B.abs().argmax(dim=0)
+    signs = torch.where(B[largest, torch.arange(rank)] < 0, -1.0, 1.0).to(torch.float64)
+    return B * signs, A * signs[:, None], _stats(S, rank, _fedit_error(R_B, R_A, core, weights, rank))
+
+
+def _total(stats: list[ProductStats]) -> ProductStats:
+    """Errors of the whole adapter: the Frobenius norm over all modules, √Σ_m e_m²."""
+    return ProductStats(*(math.sqrt(sum(getattr(s, field) ** 2 for s in stats))
+                          for field in ("norm", "truncation_error", "fedit_error")))
+
+
+@register("lora_fedavg")
+@dataclass(frozen=True)
+class LoraFedAvg:
+    """FedAvg that treats each LoRA pair (A, B) as the product B·A it applies.
+
+    - ``mode: fedit`` — FedIT (Zhang et al., 2024, "Towards Building the FederatedGPT: Federated
+      Instruction Tuning", ICASSP): A ← Σ_k p_k A_k and B ← Σ_k p_k B_k separately, i.e. plain
+      FedAvg on the adapter (bit-identical to ``fedavg``).
+    - ``mode: exact`` — the adapter whose product is the best rank-r approximation of the mean
+      product, B·A ≈ Σ_k p_k B_k A_k (see ``exact_product_mean``), computed from the factors
+      without forming an out×in matrix. The factors it returns are new (balanced, orthogonal
+      columns of B), not a mean of the clients' factors, even where the product is exact
+      (K = 1, or all clients share A or B).
+
+    Every other tensor (connector matrices, biases, peft's ``lora_embedding_*``/DoRA tensors,
+    which are not ``lora_A/B.weight`` pairs) is averaged as in FedAvg: w ← w + Σ_k p_k (w_k − w).
+    p_k = n_k / Σ n. Stateless. Metrics: per module (``lora_modules``) and for the whole
+    adapter, ‖M‖_F, the truncation error of ``exact`` ‖S_{r+1:}‖ and the error of ``fedit``
+    ‖B̄Ā − M‖_F, absolute and relative to ‖M‖_F, in both modes.
+
+    No ``robust`` parameter: robust rules act on each coordinate of the deltas of A and B
+    separately (a median of A's entries and one of B's), which makes no statement about the
+    products B_k A_k this strategy averages; ``fedavg`` offers them on the factors.
+    """
+
+    mode: str = "exact"
+
+    def __post_init__(self) -> None:
+        if self.mode in PLANNED_MODES:
+            raise ValueError(f"mode {self.mode!r} of lora_fedavg is not available yet: "
+                             f"{PLANNED_MODES[self.mode]} (available: {', '.join(MODES)})")
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+
+    def aggregate(
+        self,
+        global_weights: Weights,
+        updates: list[ClientUpdate],
+        server_state: Weights,
+        round_index: int,
+    ) -> AggregationResult:
+        weights = example_weights(updates)
+        pairs = lora_pairs(global_weights)
+        factored = {name for pair in pairs.values() for name in pair} if self.mode == "exact" else set()
+        averaged = {name: tensor for name, tensor in global_weights.items() if name not in factored}
+        step = combine_deltas(client_deltas(averaged, updates), weights)
+        new = {name: averaged[name] + step[name] for name in averaged}
+
+        per_module = {}
+        for prefix, (a_name, b_name) in pairs.items():
+            Bs = [update.weights[b_name] for update in updates]
+            As = [update.weights[a_name] for update in updates]
+            if self.mode == "exact":
+                B, A, stats = exact_product_mean(Bs, As, weights)
+                new[b_name] = B.to(global_weights[b_name].dtype)
+                new[a_name] = A.to(global_weights[a_name].dtype)
+            else:
+                stats = product_stats(Bs, As, weights)
+            per_module[prefix.rstrip(".")] = stats
+
+        return AggregationResult(
+            weights={name: new[name] for name in global_weights},
+            server_state={},
+            metrics={
+                "client_weights": dict(zip((u.client for u in updates), weights)),
+                "lora_mode": self.mode,
+                "lora": _total(list(per_module.values())).as_metrics(),
+                "lora_modules": {name: stats.as_metrics() for name, stats in per_module.items()},
+            },
+        )
