@@ -16,7 +16,9 @@ from workflow_util import SNAKEMAKE, job_counts, snakemake, tiny_config, write_c
 
 pytestmark = pytest.mark.slow
 
-FINAL = "results/fedavg/round_{:03d}/global/adapter_model.safetensors"
+GLOBAL = "results/{}/round_{:03d}/global/adapter_model.safetensors"
+# Stateful server strategies must resume exactly too: FedAdam's moments, Fed-CMP's basis.
+RESUMED_EXPERIMENTS = {"fedavg": {}, "fedadam": {"strategy": {"name": "fedadam", "eta": 0.01}}, "fedcmp": {"strategy": {"name": "fedcmp"}}}
 
 
 def test_dry_run_of_100_rounds_by_16_clients_builds_its_dag(tmp_path):
@@ -47,9 +49,9 @@ def test_bad_config_fails_before_any_job_with_the_key_named(tmp_path, experiment
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory) -> Path:
-    """An uninterrupted run of 4 rounds: FedAvg over 2 clients."""
+    """An uninterrupted run of 4 rounds over 2 clients with FedAvg, FedAdam and Fed-CMP."""
     workdir = tmp_path_factory.mktemp("uninterrupted")
-    write_config(workdir, tiny_config(rounds=4))
+    write_config(workdir, tiny_config(RESUMED_EXPERIMENTS, rounds=4))
     snakemake(workdir, "--cores", "2")
     return workdir
 
@@ -82,16 +84,15 @@ def test_the_global_adapter_loads_with_plain_peft(finished_run):
 
 
 def test_raising_rounds_schedules_only_the_new_rounds(finished_run, tmp_path):
-    config = tiny_config(rounds=6)
-    write_config(finished_run, config)
+    write_config(finished_run, tiny_config(RESUMED_EXPERIMENTS, rounds=6))
     try:
         dry = snakemake(finished_run, "-n").stdout
     finally:
-        write_config(finished_run, tiny_config(rounds=4))
-    trained = set(re.findall(r"output: results/fedavg/round_(\d{3})/clients/", dry))
+        write_config(finished_run, tiny_config(RESUMED_EXPERIMENTS, rounds=4))
+    trained = set(re.findall(r"output: results/\w+/round_(\d{3})/clients/", dry))
     assert trained == {"005", "006"}
     counts = job_counts(dry)
-    assert counts["client_train"] == 4 and counts["aggregate"] == 2
+    assert counts["client_train"] == 3 * 2 * 2 and counts["aggregate"] == 3 * 2
     assert "init_adapter" not in counts and "base_model" not in counts
 
 
@@ -107,7 +108,7 @@ def _wait_for(path: Path, process: subprocess.Popen, timeout: float = 300) -> No
 
 @pytest.mark.parametrize("kill_signal", [signal.SIGTERM, signal.SIGKILL])
 def test_a_killed_run_resumes_to_byte_identical_adapters(finished_run, tmp_path, kill_signal):
-    write_config(tmp_path, tiny_config(rounds=4))
+    write_config(tmp_path, tiny_config(RESUMED_EXPERIMENTS, rounds=4))
     command = [*SNAKEMAKE, "--directory", str(tmp_path), "--cores", "2"]
     process = subprocess.Popen(
         command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
@@ -116,13 +117,15 @@ def test_a_killed_run_resumes_to_byte_identical_adapters(finished_run, tmp_path,
     _wait_for(tmp_path / "logs/client_train/fedavg/round_002_client_0.log", process)
     os.killpg(process.pid, kill_signal)
     process.wait(timeout=60)
-    assert not (tmp_path / FINAL.format(4)).exists()
+    assert not (tmp_path / GLOBAL.format("fedavg", 4)).exists()
 
     if kill_signal == signal.SIGKILL:
         # A hard crash leaves Snakemake's lock behind; releasing it is the documented first step.
         snakemake(tmp_path, "--unlock")
     snakemake(tmp_path, "--cores", "2")
-    for r in range(5):
-        assert (tmp_path / FINAL.format(r)).read_bytes() == (finished_run / FINAL.format(r)).read_bytes(), r
-    lineage = "results/fedavg/lineage.jsonl"
-    assert (tmp_path / lineage).read_text() == (finished_run / lineage).read_text()
+    for exp in RESUMED_EXPERIMENTS:
+        for r in range(5):
+            resumed, uninterrupted = (run / GLOBAL.format(exp, r) for run in (tmp_path, finished_run))
+            assert resumed.read_bytes() == uninterrupted.read_bytes(), (exp, r)
+        lineage = f"results/{exp}/lineage.jsonl"
+        assert (tmp_path / lineage).read_text() == (finished_run / lineage).read_text()
