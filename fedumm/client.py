@@ -1,8 +1,9 @@
 """One client's local training for one round (the ``client_train`` rule).
 
 Config in, files out: load the base model and the round's starting adapter, train the
-groups of this round on the client's own partition, score the local validation split, and
-write the adapter (a PEFT directory) and ``metrics.json``.
+groups of this round on the client's own partition (with the client part of the experiment's
+strategy, ``fedumm.client_algorithms``), score the local validation split, and write the
+adapter (a PEFT directory), ``client_state.safetensors`` and ``metrics.json``.
 """
 
 from __future__ import annotations
@@ -13,10 +14,20 @@ from pathlib import Path
 
 from safetensors.torch import save
 
-from fedumm import batches, data, inference, model
+from fedumm import batches, data, inference, model, strategies
 from fedumm.alignment import mean_alignment_error
+from fedumm.client_algorithms import ClientContext, for_strategy
 from fedumm.io import atomic_write_json
-from fedumm.training import OptimConfig, configure_torch, train
+from fedumm.server import (
+    ADAPTER_WEIGHTS,
+    CLIENT_STATE,
+    LOCAL,
+    client_state_part,
+    client_state_tensors,
+    read_weights,
+    write_weights,
+)
+from fedumm.training import OptimConfig, configure_torch, learning_rates, train
 
 
 def client_records(shards: list[Path], ids: list[str]) -> list[dict]:
@@ -28,13 +39,32 @@ def client_records(shards: list[Path], ids: list[str]) -> list[dict]:
     return [by_id[i] for i in ids]
 
 
-def upload_size(state: dict, groups: list[str]) -> int:
-    """Bytes a client must send: the safetensors serialization of the tensors it trained.
+def upload_size(state: dict, trained: set[str], extra: dict) -> int:
+    """Bytes a client must send: the safetensors serialization of the tensors it trained, plus
+    that of what its client algorithm uploads besides (``extra``, e.g. SCAFFOLD's Δc_k).
 
-    Groups frozen this round (e.g. LoRA during a connector-only round) equal the global
-    adapter, so a deployment would not send them; the adapter file on disk holds all of them.
+    Tensors frozen this round (e.g. LoRA during a connector-only round, FFA-LoRA's A) equal
+    the global adapter, so a deployment would not send them; the adapter file holds all of them.
     """
-    return len(save({k: v.contiguous() for k, v in state.items() if model.parameter_group(k) in groups}))
+    size = len(save({k: v.contiguous() for k, v in state.items() if k in trained}))
+    return size + (len(save({k: v.contiguous() for k, v in extra.items()})) if extra else 0)
+
+
+def read_client_context(
+    start_adapter: Path,
+    rates: list[float],
+    server_state: Path | None,
+    previous_client_dir: Path | None,
+) -> ClientContext:
+    """What a client algorithm may read: the start adapter, and the files its strategy asked for."""
+    return ClientContext(
+        global_weights=read_weights(start_adapter / ADAPTER_WEIGHTS),
+        learning_rates=rates,
+        server_state=read_weights(server_state) if server_state else {},
+        previous_state=client_state_part(read_weights(previous_client_dir / CLIENT_STATE), LOCAL)
+        if previous_client_dir else None,
+        previous_weights=read_weights(previous_client_dir / ADAPTER_WEIGHTS) if previous_client_dir else None,
+    )
 
 
 def train_client(
@@ -50,11 +80,17 @@ def train_client(
     threads: int,
     out_dir: Path,
     eval_config: dict,
+    strategy: dict | None = None,
+    server_state: Path | None = None,
+    previous_client_dir: Path | None = None,
 ) -> dict:
     """Train one client for one round; return (and write) its metrics.
 
     ``shards`` and ``feature_files`` map split names (train, val) to the dataset's shards and,
-    with a frozen vision encoder, to the cached features.
+    with a frozen vision encoder, to the cached features. ``strategy`` (the experiment's
+    strategy config; default FedAvg) supplies the client algorithm; ``server_state`` (round
+    r − 1) and ``previous_client_dir`` (this client's directory of the last round it took part
+    in) are given when the strategy declares that its clients need them.
     """
     started = time.perf_counter()
     device = configure_torch(seed, threads)
@@ -91,7 +127,12 @@ def train_client(
         grad_clip=train_config["grad_clip"],
         prox_mu=train_config["prox_mu"],
     )
-    losses = train(peft_model, stream, steps, optim, device, description=f"client {out_dir.name}")
+    context = read_client_context(start_adapter, learning_rates(optim, steps), server_state, previous_client_dir)
+    algorithm = for_strategy(strategies.build(strategy or {"name": "fedavg"}), context)
+    algorithm.prepare(peft_model)
+    trained = {name for name, param in model.adapter_parameters(peft_model).items() if param.requires_grad}
+    losses = train(peft_model, stream, steps, optim, device, description=f"client {out_dir.name}", hooks=[algorithm])
+    client_state = algorithm.finish(peft_model)
     # Fed-CMP weights clients by how well their projected visual tokens match their text embeddings.
     batch_size = train_config["batch_size"]
     alignment = mean_alignment_error(
@@ -108,6 +149,7 @@ def train_client(
 
     peft_model.cpu()
     model.save_adapter(peft_model, out_dir)
+    write_weights(out_dir / CLIENT_STATE, client_state_tensors(client_state.local, client_state.upload))
     metrics = {
         "num_samples": len(train_records),
         "steps": steps,
@@ -117,7 +159,7 @@ def train_client(
         "val_samples": len(records_by_split["val"]),
         "alignment_error": alignment,
         "trained_groups": groups,
-        "bytes_uploaded": upload_size(model.adapter_state(peft_model), groups),
+        "bytes_uploaded": upload_size(model.adapter_state(peft_model), trained, client_state.upload),
         "seconds": time.perf_counter() - started,
     }
     atomic_write_json(out_dir / "metrics.json", metrics)

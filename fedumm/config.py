@@ -112,11 +112,14 @@ def clients_per_round(experiment: dict) -> int:
 def fill_derived_parameters(experiment: dict) -> None:
     """Strategy parameters that follow from the experiment itself, unless set explicitly.
 
-    DP-FedAvg's accountant needs the client sampling rate q = clients per round / clients.
+    DP-FedAvg's accountant needs the client sampling rate q = clients per round / clients;
+    SCAFFOLD's server update of c needs the number of clients N.
     """
     strategy = experiment["strategy"]
     if strategy["name"] == "dp_fedavg" and "sampling_rate" not in strategy:
         strategy["sampling_rate"] = clients_per_round(experiment) / num_clients(experiment)
+    if strategy["name"] == "scaffold" and "num_clients" not in strategy:
+        strategy["num_clients"] = num_clients(experiment)
 
 
 def _check_experiment(name: str, experiment: dict, config: dict) -> None:
@@ -129,9 +132,14 @@ def _check_experiment(name: str, experiment: dict, config: dict) -> None:
                 f"(defined: {', '.join(sorted(known))})"
             )
     try:
-        strategies.build(experiment["strategy"])
+        strategy = strategies.build(experiment["strategy"])
     except (KeyError, TypeError, ValueError) as error:
         raise ConfigError(f"config key '{where}.strategy': {error}") from None
+    if experiment["kind"] == "local" and strategies.client_needs(strategy)["server_state"]:
+        raise ConfigError(
+            f"config key '{where}.strategy': the clients of {experiment['strategy']['name']!r} read the "
+            "server's state, and the local kind has no server"
+        )
 
     train_size = config["datasets"][experiment["dataset"]]["splits"]["train"]
     if experiment["clients"] > train_size:

@@ -527,6 +527,23 @@ def _is_adapter_param(name: str) -> bool:
     return ".lora_" in name or ".modules_to_save." in name
 
 
+def adapter_parameters(model: peft.PeftModel) -> dict[str, nn.Parameter]:
+    """The parameters behind `adapter_state`, under its keys (without peft's adapter name).
+
+    peft names a parameter `….lora_A.<adapter>.weight` or `connector.modules_to_save.<adapter>.0.weight`
+    and saves it as `….lora_A.weight` / `connector.0.weight`; client algorithms that act on
+    gradients (SCAFFOLD) need the parameter of each saved key.
+    """
+    adapter = model.active_adapter
+    params = {
+        name.replace(f".{adapter}.", ".").replace(".modules_to_save.", "."): param
+        for name, param in model.named_parameters()
+        if _is_adapter_param(name)
+    }
+    _check_state_keys(model, params)
+    return params
+
+
 def trainable_groups(model: peft.PeftModel, groups: set[str]) -> None:
     """requires_grad=True exactly for the adapter parameters (LoRA, connector copy) of `groups`."""
     unknown = set(groups) - set(GROUPS.values())

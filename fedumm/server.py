@@ -1,7 +1,7 @@
 """The server side of a round (the ``init_adapter`` and ``aggregate`` rules).
 
-The server reads only what clients upload, their adapter (safetensors, never pickle) and
-``metrics.json``, plus the previous global adapter and its own state. Every upload is
+The server reads only what clients upload, their adapter (safetensors, never pickle),
+``metrics.json`` and the upload part of ``client_state.safetensors``, plus the previous global adapter and its own state. Every upload is
 checked before any aggregation: a malformed, mis-shaped or non-finite update is refused
 with the client named, and nothing of the round is written.
 """
@@ -24,6 +24,10 @@ from fedumm.strategies import ClientUpdate, Weights
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
+CLIENT_STATE = "client_state.safetensors"
+# A client state file holds what the client keeps for its next round and what it uploads,
+# under these key prefixes; the server reads only the upload part.
+LOCAL, UPLOAD = "local.", "upload."
 
 
 class UpdateRejected(ValueError):
@@ -41,6 +45,16 @@ def read_weights(path: Path) -> Weights:
 def write_weights(path: Path, weights: Weights) -> None:
     """Serialize deterministically (safetensors orders tensors itself) and write atomically."""
     atomic_write_bytes(path, save({k: v.contiguous() for k, v in weights.items()}, metadata={"format": "pt"}))
+
+
+def client_state_tensors(local: Weights, upload: Weights) -> Weights:
+    """The tensors of a client state file: ``local.<name>`` and ``upload.<name>``."""
+    return {**{LOCAL + k: v for k, v in local.items()}, **{UPLOAD + k: v for k, v in upload.items()}}
+
+
+def client_state_part(tensors: Weights, prefix: str) -> Weights:
+    """The ``local`` (prefix LOCAL) or ``upload`` (prefix UPLOAD) part of a client state file."""
+    return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
 
 
 def check_update(client: int, weights: Weights, reference: Weights) -> None:
@@ -61,17 +75,23 @@ def check_update(client: int, weights: Weights, reference: Weights) -> None:
 
 
 def load_update(client: int, client_dir: Path, reference: Weights) -> ClientUpdate:
-    """Read and check one client's upload (adapter weights and metrics)."""
+    """Read and check one client's upload (adapter weights, metrics, client-state upload).
+
+    A directory without a client state file uploaded nothing besides its adapter; the
+    strategy checks the state it expects (e.g. SCAFFOLD's Δc_k).
+    """
     try:
         weights = read_weights(client_dir / ADAPTER_WEIGHTS)
         metrics = json.loads((client_dir / "metrics.json").read_text())
+        state_file = client_dir / CLIENT_STATE
+        state = client_state_part(read_weights(state_file), UPLOAD) if state_file.exists() else {}
     except (ValueError, OSError) as error:
         raise UpdateRejected(f"client {client}: {error}") from None
     check_update(client, weights, reference)
     num_samples = metrics.get("num_samples")
     if not isinstance(num_samples, int) or num_samples <= 0:
         raise UpdateRejected(f"client {client}: metrics.json reports num_samples={num_samples!r}")
-    return ClientUpdate(client=client, weights=weights, num_samples=num_samples, metrics=metrics)
+    return ClientUpdate(client=client, weights=weights, num_samples=num_samples, metrics=metrics, state=state)
 
 
 def _mean(values: list) -> float | None:

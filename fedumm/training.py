@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import torch
 from tqdm import tqdm
@@ -18,6 +18,25 @@ class OptimConfig:
     warmup_ratio: float = 0.0
     grad_clip: float | None = 1.0
     prox_mu: float = 0.0
+
+
+class TrainingHook:
+    """A client algorithm's part of every local step; each method defaults to doing nothing.
+
+    The loop calls, per step: ``before_forward`` (e.g. forwards under other adapter weights:
+    parameters may still change in place here, before the step's graph holds them), then the
+    training forward, ``extra_loss`` (a term added to the objective, or None), backward,
+    ``after_backward`` (e.g. a gradient correction, before clipping and the optimizer step).
+    """
+
+    def before_forward(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> None:
+        return None
+
+    def extra_loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor], outputs) -> torch.Tensor | None:
+        return None
+
+    def after_backward(self, model: torch.nn.Module) -> None:
+        return None
 
 
 def configure_torch(seed: int, threads: int) -> torch.device:
@@ -43,6 +62,22 @@ def proximal_term(model: torch.nn.Module, anchor: dict[str, torch.Tensor]) -> to
     return torch.stack(terms).sum()
 
 
+def _schedule(optimizer: torch.optim.Optimizer, optim: OptimConfig, steps: int):
+    return get_cosine_schedule_with_warmup(optimizer, int(optim.warmup_ratio * steps), steps)
+
+
+def learning_rates(optim: OptimConfig, steps: int) -> list[float]:
+    """The learning rate of each of the ``steps`` optimizer steps that ``train`` takes."""
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=optim.lr)
+    scheduler = _schedule(optimizer, optim, steps)
+    rates = []
+    for _ in range(steps):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    return rates
+
+
 def train(
     model: torch.nn.Module,
     batches: Iterable[dict[str, torch.Tensor]],
@@ -50,16 +85,18 @@ def train(
     optim: OptimConfig,
     device: torch.device,
     description: str = "train",
+    hooks: Sequence[TrainingHook] = (),
 ) -> list[float]:
-    """AdamW with linear warmup and cosine decay, gradient clipping and an optional FedProx term.
+    """AdamW with linear warmup and cosine decay, gradient clipping, an optional FedProx term,
+    and the ``hooks`` of a client algorithm (see ``TrainingHook``).
 
-    Returns the task loss of every step (without the proximal term).
+    Returns the task loss of every step (without the proximal term or the hooks' terms).
     """
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("no trainable parameters: check the tuning mode and the LoRA targets")
     optimizer = torch.optim.AdamW(params, lr=optim.lr, weight_decay=optim.weight_decay)
-    scheduler = get_cosine_schedule_with_warmup(optimizer, int(optim.warmup_ratio * steps), steps)
+    scheduler = _schedule(optimizer, optim, steps)
     anchor = (
         {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
         if optim.prox_mu > 0
@@ -70,9 +107,18 @@ def train(
     progress = tqdm(zip(range(steps), batches), total=steps, desc=description, mininterval=5)
     for _, batch in progress:
         batch = {key: value.to(device) for key, value in batch.items()}
-        loss = model(**batch).loss
+        for hook in hooks:
+            hook.before_forward(model, batch)
+        outputs = model(**batch)
+        loss = outputs.loss
         objective = loss if anchor is None else loss + optim.prox_mu / 2 * proximal_term(model, anchor)
+        for hook in hooks:
+            extra = hook.extra_loss(model, batch, outputs)
+            if extra is not None:
+                objective = objective + extra
         objective.backward()
+        for hook in hooks:
+            hook.after_backward(model)
         if optim.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(params, optim.grad_clip)
         optimizer.step()

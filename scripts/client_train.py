@@ -25,5 +25,10 @@ with log_to(snakemake.log[0]) as log:
         threads=snakemake.threads,
         out_dir=Path(snakemake.output.metrics).parent,
         eval_config=snakemake.params.eval,
+        strategy=snakemake.params.strategy,
+        server_state=Path(inputs.server_state) if "server_state" in inputs.keys() else None,
+        previous_client_dir=(
+            Path(inputs.previous_client_state).parent if "previous_client_state" in inputs.keys() else None
+        ),
     )
     log.info("client %d: %s", k, metrics)

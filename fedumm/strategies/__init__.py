@@ -11,6 +11,7 @@ from fedumm.strategies import fedcmp  # noqa: F401  (registers "fedcmp")
 from fedumm.strategies import lora, merging  # noqa: F401  (registers "lora_fedavg", "merge")
 from fedumm.strategies import robust  # noqa: F401  (robust rules: krum, multi_krum, median, trimmed_mean, norm_clip)
 from fedumm.strategies import dp  # noqa: F401  (registers "dp_fedavg")
+from fedumm.strategies import moon, scaffold  # noqa: F401  (registers "moon", "scaffold": strategies with a client part)
 from fedumm.strategies.base import (
     REGISTRY,
     AggregationResult,
@@ -18,7 +19,8 @@ from fedumm.strategies.base import (
     Strategy,
     Weights,
     build,
+    client_needs,
     register,
 )
 
-__all__ = ["REGISTRY", "AggregationResult", "ClientUpdate", "Strategy", "Weights", "build", "register"]
+__all__ = ["REGISTRY", "AggregationResult", "ClientUpdate", "Strategy", "Weights", "build", "client_needs", "register"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Callable, ClassVar, Protocol
 
 import torch
 
@@ -19,12 +19,14 @@ Weights = dict[str, torch.Tensor]
 
 @dataclass(frozen=True)
 class ClientUpdate:
-    """One client's upload for a round: its adapter after local training and its metrics."""
+    """One client's upload for a round: its adapter after local training, its metrics, and what
+    its client algorithm uploads besides (``state``, e.g. SCAFFOLD's Δc_k; empty for most)."""
 
     client: int
     weights: Weights
     num_samples: int
     metrics: dict = field(default_factory=dict)
+    state: Weights = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,16 @@ class AggregationResult:
 
 
 class Strategy(Protocol):
+    """Aggregation, plus optionally a client part (SCAFFOLD, MOON, FFA-LoRA).
+
+    A strategy with a client part defines ``client_algorithm(context)`` returning a
+    ``fedumm.client_algorithms.ClientAlgorithm`` and declares, as class attributes, which
+    files its clients read (``client_needs``); strategies without one need neither.
+    """
+
+    client_needs_server_state: ClassVar[bool] = False
+    client_needs_previous_round: ClassVar[bool] = False
+
     def aggregate(
         self,
         global_weights: Weights,
@@ -42,6 +54,18 @@ class Strategy(Protocol):
         server_state: Weights,
         round_index: int,
     ) -> AggregationResult: ...
+
+
+def client_needs(strategy: type | object) -> dict[str, bool]:
+    """What the clients of a strategy (class or instance) read besides the round's start adapter.
+
+    ``server_state``: the server state of round r − 1; ``previous_round``: the client's own
+    client state and adapter from the last round it took part in. Both default to False.
+    """
+    return {
+        "server_state": getattr(strategy, "client_needs_server_state", False),
+        "previous_round": getattr(strategy, "client_needs_previous_round", False),
+    }
 
 
 REGISTRY: dict[str, type] = {}

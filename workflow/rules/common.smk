@@ -6,6 +6,7 @@ from pathlib import Path
 from fedumm import config as fedumm_config
 from fedumm import data as fedumm_data
 from fedumm import federation
+from fedumm import strategies
 
 
 EXPERIMENTS = fedumm_config.load_experiments(
@@ -95,8 +96,14 @@ def start_adapter_dir(exp, r, k):
     return f"{round_dir(exp, r - 1)}/global"
 
 
+def client_needs(exp):
+    """What the clients of an experiment's strategy read besides the round's start adapter."""
+    return strategies.client_needs(strategies.REGISTRY[EXPERIMENTS[exp]["strategy"]["name"]])
+
+
 def client_train_inputs(wildcards):
     e = EXPERIMENTS[wildcards.exp]
+    r, k = int(wildcards.r), int(wildcards.k)
     inputs = {
         "base": base_model_dir(e["model"]),
         "partition": f"results/{wildcards.exp}/partition/clients",
@@ -109,6 +116,13 @@ def client_train_inputs(wildcards):
     if uses_features(wildcards.exp):
         inputs["train_features"] = feature_file(wildcards.exp, "train")
         inputs["val_features"] = feature_file(wildcards.exp, "val")
+    needs = client_needs(wildcards.exp)
+    if needs["server_state"]:
+        inputs["server_state"] = f"{round_dir(wildcards.exp, r - 1)}/server_state.safetensors"
+    previous = federation.last_participation(e, k, r) if needs["previous_round"] else None
+    if previous is not None:
+        inputs["previous_client_state"] = f"{round_dir(wildcards.exp, previous)}/clients/{k}/client_state.safetensors"
+        inputs["previous_client_weights"] = f"{round_dir(wildcards.exp, previous)}/clients/{k}/adapter_model.safetensors"
     return inputs
 
 
@@ -129,6 +143,9 @@ def aggregate_inputs(wildcards):
         "metrics": [f"{round_dir(wildcards.exp, wildcards.r)}/clients/{k}/metrics.json" for k in clients],
         "weights": [
             f"{round_dir(wildcards.exp, wildcards.r)}/clients/{k}/adapter_model.safetensors" for k in clients
+        ],
+        "client_states": [
+            f"{round_dir(wildcards.exp, wildcards.r)}/clients/{k}/client_state.safetensors" for k in clients
         ],
     }
 

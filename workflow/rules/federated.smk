@@ -1,5 +1,8 @@
 # Federated rounds: round 0 initialises the global adapter; in round r each sampled client
 # trains from the adapter of round r-1, and the server aggregates their uploads.
+# A strategy with a client part declares what its clients read (strategies.client_needs):
+# the server state of round r-1 and/or the client's own files of its last round; every
+# client writes client_state.safetensors (empty without a client part).
 
 
 rule init_adapter:
@@ -33,6 +36,7 @@ rule client_train:
         weights="results/{exp}/round_{r}/clients/{k}/adapter_model.safetensors",
         config="results/{exp}/round_{r}/clients/{k}/adapter_config.json",
         metrics="results/{exp}/round_{r}/clients/{k}/metrics.json",
+        state="results/{exp}/round_{r}/clients/{k}/client_state.safetensors",
     log:
         "logs/client_train/{exp}/round_{r}_client_{k}.log",
     benchmark:
@@ -41,6 +45,7 @@ rule client_train:
         train=lambda wildcards: federation.local_training(EXPERIMENTS[wildcards.exp]),
         groups=lambda wildcards: federation.trained_groups(EXPERIMENTS[wildcards.exp], int(wildcards.r)),
         eval=lambda wildcards: EXPERIMENTS[wildcards.exp]["eval"],
+        strategy=lambda wildcards: EXPERIMENTS[wildcards.exp]["strategy"],
         seed=lambda wildcards: federation.derive_seed(
             EXPERIMENTS[wildcards.exp]["seed"], "client", int(wildcards.r), int(wildcards.k)
         ),
