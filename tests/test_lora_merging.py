@@ -199,14 +199,13 @@ def test_identical_client_adapters_are_a_fixed_point(mode):
     assert result.metrics["lora"]["fedit_error_relative"] < 1e-12
 
 
-@pytest.mark.parametrize("mode", ["stack", "ffa"])
-def test_planned_modes_are_refused_at_build_time(mode):
-    with pytest.raises(ValueError, match=f"mode '{mode}' of lora_fedavg is not available yet"):
-        base.build({"name": "lora_fedavg", "mode": mode})
+def test_planned_mode_is_refused_at_build_time():
+    with pytest.raises(ValueError, match="mode 'stack' of lora_fedavg is not available yet"):
+        base.build({"name": "lora_fedavg", "mode": "stack"})
 
 
 def test_lora_fedavg_config_errors():
-    with pytest.raises(ValueError, match="mode must be one of fedit, exact"):
+    with pytest.raises(ValueError, match="mode must be one of fedit, exact, ffa"):
         base.build({"name": "lora_fedavg", "mode": "mean"})
     with pytest.raises(ValueError, match="unknown parameter.*robust"):
         base.build({"name": "lora_fedavg", "robust": {"name": "median"}})

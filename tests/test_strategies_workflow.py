@@ -23,6 +23,9 @@ STRATEGIES = {
     "median": {"name": "fedavg", "robust": {"name": "median"}},
     "lora_exact": {"name": "lora_fedavg", "mode": "exact"},
     "ties": {"name": "merge", "method": "ties", "density": 0.5},
+    "scaffold": {"name": "scaffold"},
+    "moon": {"name": "moon"},
+    "ffa": {"name": "lora_fedavg", "mode": "ffa"},
 }
 
 

@@ -17,8 +17,14 @@ from workflow_util import SNAKEMAKE, job_counts, snakemake, tiny_config, write_c
 pytestmark = pytest.mark.slow
 
 GLOBAL = "results/{}/round_{:03d}/global/adapter_model.safetensors"
-# Stateful server strategies must resume exactly too: FedAdam's moments, Fed-CMP's basis.
-RESUMED_EXPERIMENTS = {"fedavg": {}, "fedadam": {"strategy": {"name": "fedadam", "eta": 0.01}}, "fedcmp": {"strategy": {"name": "fedcmp"}}}
+# Stateful strategies must resume exactly too: FedAdam's moments, Fed-CMP's basis, SCAFFOLD's
+# control variates (server state and per-client state files).
+RESUMED_EXPERIMENTS = {
+    "fedavg": {},
+    "fedadam": {"strategy": {"name": "fedadam", "eta": 0.01}},
+    "fedcmp": {"strategy": {"name": "fedcmp"}},
+    "scaffold": {"strategy": {"name": "scaffold"}},
+}
 
 
 def test_dry_run_of_100_rounds_by_16_clients_builds_its_dag(tmp_path):
@@ -49,7 +55,7 @@ def test_bad_config_fails_before_any_job_with_the_key_named(tmp_path, experiment
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory) -> Path:
-    """An uninterrupted run of 4 rounds over 2 clients with FedAvg, FedAdam and Fed-CMP."""
+    """An uninterrupted run of 4 rounds over 2 clients with each of RESUMED_EXPERIMENTS."""
     workdir = tmp_path_factory.mktemp("uninterrupted")
     write_config(workdir, tiny_config(RESUMED_EXPERIMENTS, rounds=4))
     snakemake(workdir, "--cores", "2")
@@ -92,7 +98,7 @@ def test_raising_rounds_schedules_only_the_new_rounds(finished_run, tmp_path):
     trained = set(re.findall(r"output: results/\w+/round_(\d{3})/clients/", dry))
     assert trained == {"005", "006"}
     counts = job_counts(dry)
-    assert counts["client_train"] == 3 * 2 * 2 and counts["aggregate"] == 3 * 2
+    assert counts["client_train"] == len(RESUMED_EXPERIMENTS) * 2 * 2 and counts["aggregate"] == len(RESUMED_EXPERIMENTS) * 2
     assert "init_adapter" not in counts and "base_model" not in counts
 
 

@@ -27,14 +27,12 @@ from fedumm.strategies.base import (
 LORA_A = "lora_A.weight"
 LORA_B = "lora_B.weight"
 
-MODES = ("fedit", "exact")
-# Modes of the literature this strategy is meant to grow into. Both change what clients train
-# or the adapter's rank, so they need client-side support before the server can offer them.
+MODES = ("fedit", "exact", "ffa")
+# A mode of the literature this strategy is meant to grow into; it changes the adapter's rank,
+# so it needs client-side support before the server can offer it.
 PLANNED_MODES = {
     "stack": "FLoRA (Wang et al., 2024) stacks the clients' factors into a rank-K·r adapter, "
              "which needs clients that accept a global adapter of another rank",
-    "ffa": "FFA-LoRA (Sun et al., 2024) freezes A at its initialisation and averages B only, "
-           "which needs clients that train B alone",
 }
 
 
@@ -156,6 +154,15 @@ def exact_product_mean(
     return B * signs, A * signs[:, None], _stats(S, rank, _fedit_error(R_B, R_A, core, weights, rank))
 
 
+def _check_frozen_a(global_weights: Weights, updates: list[ClientUpdate], pairs: dict[str, tuple[str, str]]) -> None:
+    """FFA-LoRA: every client must return A exactly as the global adapter holds it."""
+    for update in updates:
+        for a_name, _ in pairs.values():
+            if not torch.equal(update.weights[a_name], global_weights[a_name]):
+                raise ValueError(f"client {update.client}: lora_fedavg mode ffa keeps LoRA A frozen, "
+                                 f"but the update changed {a_name}")
+
+
 def _total(stats: list[ProductStats]) -> ProductStats:
     """Errors of the whole adapter: the Frobenius norm over all modules, √Σ_m e_m²."""
     return ProductStats(*(math.sqrt(sum(getattr(s, field) ** 2 for s in stats))
@@ -175,6 +182,11 @@ class LoraFedAvg:
       without forming an out×in matrix. The factors it returns are new (balanced, orthogonal
       columns of B), not a mean of the clients' factors, even where the product is exact
       (K = 1, or all clients share A or B).
+    - ``mode: ffa`` — FFA-LoRA (Sun et al., 2024, "Improving LoRA in Privacy-preserving Federated
+      Learning", ICLR): clients keep A frozen at the shared seeded initialisation and train B
+      only (``fedumm.client_algorithms.FrozenLoraA``); the server keeps the global A and
+      averages B, B ← Σ_k p_k B_k, so the mean product Σ_k p_k B_k A is exact. An update whose
+      A differs from the global A is refused, naming the client.
 
     Every other tensor (connector matrices, biases, peft's ``lora_embedding_*``/DoRA tensors,
     which are not ``lora_A/B.weight`` pairs) is averaged as in FedAvg: w ← w + Σ_k p_k (w_k − w).
@@ -188,6 +200,11 @@ class LoraFedAvg:
     """
 
     mode: str = "exact"
+
+    def client_algorithm(self, context):
+        from fedumm.client_algorithms import ClientAlgorithm, FrozenLoraA
+
+        return FrozenLoraA() if self.mode == "ffa" else ClientAlgorithm()
 
     def __post_init__(self) -> None:
         if self.mode in PLANNED_MODES:
@@ -205,7 +222,13 @@ class LoraFedAvg:
     ) -> AggregationResult:
         weights = example_weights(updates)
         pairs = lora_pairs(global_weights)
-        factored = {name for pair in pairs.values() for name in pair} if self.mode == "exact" else set()
+        if self.mode == "ffa":
+            _check_frozen_a(global_weights, updates, pairs)
+        factored = {
+            "exact": {name for pair in pairs.values() for name in pair},
+            "ffa": {a_name for a_name, _ in pairs.values()},
+            "fedit": set(),
+        }[self.mode]
         averaged = {name: tensor for name, tensor in global_weights.items() if name not in factored}
         step = combine_deltas(client_deltas(averaged, updates), weights)
         new = {name: averaged[name] + step[name] for name in averaged}
@@ -220,6 +243,8 @@ class LoraFedAvg:
                 new[a_name] = A.to(global_weights[a_name].dtype)
             else:
                 stats = product_stats(Bs, As, weights)
+            if self.mode == "ffa":
+                new[a_name] = global_weights[a_name]
             per_module[prefix.rstrip(".")] = stats
 
         return AggregationResult(

@@ -1,0 +1,230 @@
+"""Client parts of strategies: SCAFFOLD, MOON, FFA-LoRA, on hand-made tensors and real client rounds."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from safetensors.torch import load_file, save
+
+from fedumm import data, model
+from fedumm.client import train_client
+from fedumm.client_algorithms import moon_contrastive_loss, scaffold_control_update
+from fedumm.server import CLIENT_STATE, aggregate_round, write_weights
+from fedumm.strategies import ClientUpdate, build
+from fedumm.strategies.lora import LoraFedAvg
+from fedumm.strategies.scaffold import Scaffold
+from fedumm.training import OptimConfig, learning_rates
+from test_client import EVAL, TRAIN, world  # noqa: F401  (module fixture: tiny base model, adapter, partition)
+
+ADAPTER = "adapter_model.safetensors"
+
+
+def _train(world, out: str, strategy: dict, server_state=None, previous=None, groups=("language",), **overrides):
+    root = world["root"]
+    return train_client(
+        base_dir=root / "base",
+        start_adapter=root / "global",
+        index_file=root / "index" / "client_001.json",
+        shards={s: data.split_shards(world["dataset"], s) for s in ("train", "val")},
+        feature_files=world["features"],
+        train_config={**TRAIN, **overrides},
+        groups=list(groups),
+        seed=7,
+        threads=1,
+        out_dir=root / out,
+        eval_config=EVAL,
+        strategy=strategy,
+        server_state=server_state,
+        previous_client_dir=None if previous is None else root / previous,
+    )
+
+
+def _files(world, out: str) -> tuple[bytes, bytes]:
+    return tuple((world["root"] / out / name).read_bytes() for name in (ADAPTER, CLIENT_STATE))
+
+
+# ----------------------------------------------------------------------------- SCAFFOLD
+
+
+def test_scaffold_control_variate_update_by_hand():
+    x = {"a": torch.tensor([1.0, 2.0]), "b": torch.tensor([0.0])}
+    y = {"a": torch.tensor([0.5, 2.5]), "b": torch.tensor([0.0])}
+    c = {"a": torch.tensor([0.1, 0.2]), "b": torch.tensor([0.3])}
+    c_k = {"a": torch.tensor([0.0, 1.0]), "b": torch.tensor([1.0])}
+    c_plus, delta = scaffold_control_update(x, y, c, c_k, {"a"}, step_size_sum=0.5)
+    # c_k − c + (x − y)/(Kη) = [0 − 0.1 + 0.5/0.5, 1 − 0.2 − 0.5/0.5]; b was not trained: c_k kept.
+    torch.testing.assert_close(c_plus["a"], torch.tensor([0.9, -0.2]))
+    assert torch.equal(c_plus["b"], c_k["b"])
+    assert set(delta) == {"a"}
+    torch.testing.assert_close(delta["a"], torch.tensor([0.9, -1.2]))
+
+
+def test_scaffold_server_updates_x_and_c():
+    x = {"a": torch.zeros(2)}
+    updates = [
+        ClientUpdate(0, {"a": torch.ones(2)}, 1, state={"a": torch.tensor([0.4, 0.0])}),
+        ClientUpdate(1, {"a": torch.full((2,), 3.0)}, 3, state={"a": torch.tensor([0.0, 0.8])}),
+    ]
+    result = Scaffold(server_lr=0.5, num_clients=4).aggregate(x, updates, {"a": torch.tensor([1.0, 1.0])}, 2)
+    # x + η_g Σ p_k (y_k − x) = 0.5 (0.25·1 + 0.75·3); c + (|S|/N)·mean Δc_k = c + (Δc_0 + Δc_1)/4.
+    torch.testing.assert_close(result.weights["a"], torch.full((2,), 1.25))
+    torch.testing.assert_close(result.server_state["a"], torch.tensor([1.1, 1.2]))
+    # Round 1: c starts at zero; a client that trained nothing sends no Δc.
+    first = Scaffold(num_clients=2).aggregate(x, [updates[0], ClientUpdate(1, x, 1)], {}, 1)
+    torch.testing.assert_close(first.server_state["a"], torch.tensor([0.2, 0.0]))
+    with pytest.raises(ValueError, match="client 3: control-variate delta for unknown tensor z"):
+        Scaffold().aggregate(x, [ClientUpdate(3, x, 1, state={"z": torch.zeros(1)})], {}, 1)
+
+
+def test_scaffold_parameters_are_checked():
+    with pytest.raises(ValueError, match="server_lr must be > 0"):
+        build({"name": "scaffold", "server_lr": 0})
+    with pytest.raises(ValueError, match="num_clients must be a positive integer"):
+        build({"name": "scaffold", "num_clients": 0})
+
+
+def test_aggregate_round_passes_the_uploaded_client_state(tmp_path):
+    write_weights(tmp_path / "g" / ADAPTER, {"a": torch.zeros(2)})
+    (tmp_path / "g" / "adapter_config.json").write_text("{}\n")
+    write_weights(tmp_path / "state0.safetensors", {})
+    client = tmp_path / "c0"
+    write_weights(client / ADAPTER, {"a": torch.ones(2)})
+    (client / "metrics.json").write_text('{"num_samples": 4}')
+    # Only the upload part reaches the server; the local part is the client's own c_k.
+    write_weights(client / CLIENT_STATE, {"upload.a": torch.tensor([0.5, 1.0]), "local.a": torch.full((2,), 9.0)})
+    aggregate_round(strategy_config={"name": "scaffold", "num_clients": 2}, round_index=1,
+                    previous_global=tmp_path / "g", previous_state=tmp_path / "state0.safetensors",
+                    client_dirs={0: client}, out_dir=tmp_path / "g1", state_out=tmp_path / "state1.safetensors",
+                    summary_out=tmp_path / "aggregate.json")
+    torch.testing.assert_close(load_file(tmp_path / "state1.safetensors")["a"], torch.tensor([0.25, 0.5]))
+
+
+def test_scaffold_with_zero_control_variates_trains_like_fedavg(world):
+    plain = _train(world, "plain_fedavg", {"name": "fedavg"})
+    write_weights(world["root"] / "empty_state.safetensors", {})
+    scaffold = _train(world, "scaffold_zero", {"name": "scaffold"}, server_state=world["root"] / "empty_state.safetensors")
+    assert _files(world, "scaffold_zero")[0] == _files(world, "plain_fedavg")[0]
+    assert load_file(world["root"] / "plain_fedavg" / CLIENT_STATE) == {}
+
+    x = load_file(world["root"] / "global" / ADAPTER)
+    y = load_file(world["root"] / "scaffold_zero" / ADAPTER)
+    state = load_file(world["root"] / "scaffold_zero" / CLIENT_STATE)
+    rates = learning_rates(OptimConfig(lr=TRAIN["lr"]), TRAIN["local_steps"])
+    trained = {name for name in x if "lora_" in name}
+    assert {k for k in state if k.startswith("local.")} == {f"local.{name}" for name in x}
+    assert {k for k in state if k.startswith("upload.")} == {f"upload.{name}" for name in trained}
+    for name in x:  # c = c_k = 0: c_k⁺ = Δc_k = (x − y)/Σ_t η_t
+        expected = (x[name] - y[name]) / sum(rates) if name in trained else torch.zeros_like(x[name])
+        torch.testing.assert_close(state[f"local.{name}"], expected)
+        if name in trained:
+            assert torch.equal(state[f"upload.{name}"], state[f"local.{name}"])
+    upload = {name: state[f"upload.{name}"] for name in trained}
+    assert scaffold["bytes_uploaded"] == plain["bytes_uploaded"] + len(save(upload))
+
+
+def test_scaffold_correction_changes_training_deterministically(world):
+    x = load_file(world["root"] / "global" / ADAPTER)
+    generator = torch.Generator().manual_seed(0)
+    c = {name: 0.01 * torch.randn(t.shape, generator=generator) for name, t in x.items()}
+    write_weights(world["root"] / "c_state.safetensors", c)
+    previous = world["root"] / "scaffold_previous"
+    write_weights(previous / ADAPTER, x)
+    write_weights(previous / CLIENT_STATE, {f"local.{n}": -t for n, t in c.items()})
+    runs = [_train(world, f"scaffold_{i}", {"name": "scaffold"}, server_state=world["root"] / "c_state.safetensors",
+                   previous="scaffold_previous") for i in "ab"]
+    assert _files(world, "scaffold_a") == _files(world, "scaffold_b")
+    assert runs[0]["train_loss"] == runs[1]["train_loss"]
+    plain = _train(world, "scaffold_plain_ref", {"name": "fedavg"})
+    assert _files(world, "scaffold_a")[0] != _files(world, "scaffold_plain_ref")[0]
+    assert plain["bytes_uploaded"] < runs[0]["bytes_uploaded"]
+
+
+# ----------------------------------------------------------------------------- MOON
+
+
+def test_moon_contrastive_loss_by_hand():
+    z = torch.tensor([[1.0, 0.0], [1.0, 1.0]])
+    z_global = torch.tensor([[2.0, 0.0], [-1.0, -1.0]])   # cosine 1, −1
+    z_previous = torch.tensor([[0.0, 3.0], [2.0, 2.0]])   # cosine 0, 1
+    # −log(e^{s_g/τ} / (e^{s_g/τ} + e^{s_p/τ})) = log(1 + e^{(s_p − s_g)/τ}), τ = 0.5
+    expected = (math.log(1 + math.exp(-2.0)) + math.log(1 + math.exp(4.0))) / 2
+    assert moon_contrastive_loss(z, z_global, z_previous, 0.5).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_moon_client_training_is_deterministic_and_uses_the_previous_adapter(world):
+    _train(world, "moon_previous", {"name": "fedavg"}, local_steps=2)
+    plain = _train(world, "moon_plain", {"name": "fedavg"})
+    first_round = _train(world, "moon_first", {"name": "moon", "mu": 5.0})
+    assert _files(world, "moon_first") == _files(world, "moon_plain")  # no previous adapter: plain training
+    runs = [_train(world, f"moon_{i}", {"name": "moon", "mu": 5.0}, previous="moon_previous") for i in "ab"]
+    assert _files(world, "moon_a") == _files(world, "moon_b")
+    assert _files(world, "moon_a")[0] != _files(world, "moon_plain")[0]
+    assert runs[0]["bytes_uploaded"] == plain["bytes_uploaded"] == first_round["bytes_uploaded"]
+    assert load_file(world["root"] / "moon_a" / CLIENT_STATE) == {}
+
+
+def test_moon_parameters_are_checked():
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        build({"name": "moon", "temperature": 0})
+    with pytest.raises(ValueError, match="mu must be >= 0"):
+        build({"name": "moon", "mu": -1})
+
+
+# ----------------------------------------------------------------------------- FFA-LoRA
+
+
+def test_ffa_client_keeps_lora_a_bitwise_and_trains_b(world):
+    ffa = {"name": "lora_fedavg", "mode": "ffa"}
+    metrics = _train(world, "ffa_a", ffa, groups=("language", "connector"))
+    _train(world, "ffa_b", ffa, groups=("language", "connector"))
+    assert _files(world, "ffa_a") == _files(world, "ffa_b")
+    start = load_file(world["root"] / "global" / ADAPTER)
+    trained = load_file(world["root"] / "ffa_a" / ADAPTER)
+    for name in start:
+        if "lora_A" in name:
+            assert torch.equal(trained[name], start[name]), name
+        else:  # B starts at zero and moves; the connector trains in this tuning mode
+            assert not torch.equal(trained[name], start[name]), name
+    sent = {n: t for n, t in trained.items() if "lora_A" not in n}
+    assert metrics["bytes_uploaded"] == len(save(sent))
+
+
+def test_ffa_server_averages_b_keeps_a_and_refuses_a_changed_a():
+    A, B = "m.lora_A.weight", "m.lora_B.weight"
+    glob = {A: torch.tensor([[1.0, 2.0]]), B: torch.zeros(2, 1), "connector.0.bias": torch.zeros(2)}
+    updates = [
+        ClientUpdate(0, {A: glob[A].clone(), B: torch.tensor([[1.0], [2.0]]), "connector.0.bias": torch.ones(2)}, 1),
+        ClientUpdate(1, {A: glob[A].clone(), B: torch.tensor([[5.0], [6.0]]), "connector.0.bias": torch.zeros(2)}, 3),
+    ]
+    result = LoraFedAvg(mode="ffa").aggregate(glob, updates, {}, 1)
+    assert torch.equal(result.weights[A], glob[A])
+    torch.testing.assert_close(result.weights[B], torch.tensor([[4.0], [5.0]]))
+    torch.testing.assert_close(result.weights["connector.0.bias"], torch.full((2,), 0.25))
+    assert result.metrics["lora"]["fedit_error_relative"] < 1e-12  # a shared A makes B̄A the exact mean product
+    changed = ClientUpdate(7, {**updates[0].weights, A: torch.tensor([[1.0, 2.5]])}, 1)
+    with pytest.raises(ValueError, match=r"client 7: .*ffa keeps LoRA A frozen.*m\.lora_A\.weight"):
+        LoraFedAvg(mode="ffa").aggregate(glob, [updates[1], changed], {}, 1)
+
+
+def test_adapter_parameters_map_to_the_saved_keys(world):
+    base, _, _ = model.load_base(world["root"] / "base")
+    peft_model = model.load_adapter(base, world["root"] / "global", is_trainable=True)
+    params = model.adapter_parameters(peft_model)
+    state = model.adapter_state(peft_model)
+    assert set(params) == set(state)
+    assert all(torch.equal(params[name].detach(), state[name]) for name in state)
+
+
+# ----------------------------------------------------------------------------- config
+
+
+def test_scaffold_num_clients_is_filled_in_and_local_kind_is_refused(default_config, schema):
+    from fedumm.config import ConfigError, load_experiments
+
+    default_config["experiments"] = {"sc": {"clients": 8, "clients_per_round": 2, "strategy": {"name": "scaffold"}}}
+    assert load_experiments(default_config, schema)["sc"]["strategy"]["num_clients"] == 8
+    default_config["experiments"] = {"sc": {"kind": "local", "strategy": {"name": "scaffold"}}}
+    with pytest.raises(ConfigError, match="config key 'experiments.sc.strategy': .*the local kind has no server"):
+        load_experiments(default_config, schema)
