@@ -50,10 +50,11 @@ def last_participation(experiment: dict, client: int, round_index: int) -> int |
 
 
 def eval_rounds(experiment: dict) -> list[int]:
-    """Round 0 (the starting point), every ``eval.every`` rounds, and the last round."""
+    """Round 0 (the starting point, unless ``eval.initial`` is false), every ``eval.every`` rounds, the last."""
     rounds = experiment["rounds"]
     every = experiment["eval"]["every"]
-    return sorted({0, rounds, *range(every, rounds + 1, every)})
+    initial = {0} if experiment["eval"]["initial"] else set()
+    return sorted({*initial, rounds, *range(every, rounds + 1, every)})
 
 
 def trained_groups(experiment: dict, round_index: int) -> list[str]:

@@ -38,6 +38,8 @@ def test_eval_rounds(experiment):
     experiment.update(rounds=5)
     experiment["eval"]["every"] = 2
     assert federation.eval_rounds(experiment) == [0, 2, 4, 5]
+    experiment["eval"]["initial"] = False
+    assert federation.eval_rounds(experiment) == [2, 4, 5]
 
 
 @pytest.mark.parametrize(

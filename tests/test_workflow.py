@@ -20,7 +20,6 @@ GLOBAL = "results/{}/round_{:03d}/global/adapter_model.safetensors"
 # Stateful strategies must resume exactly too: FedAdam's moments, Fed-CMP's basis, SCAFFOLD's
 # control variates (server state and per-client state files).
 RESUMED_EXPERIMENTS = {
-    "fedavg": {},
     "fedadam": {"strategy": {"name": "fedadam", "eta": 0.01}},
     "fedcmp": {"strategy": {"name": "fedcmp"}},
     "scaffold": {"strategy": {"name": "scaffold"}},
@@ -32,7 +31,7 @@ def test_dry_run_of_100_rounds_by_16_clients_builds_its_dag(tmp_path):
     counts = job_counts(snakemake(tmp_path, "-n").stdout)
     assert counts["client_train"] == 100 * 4
     assert counts["aggregate"] == 100
-    assert counts["evaluate"] == 51  # round 0 and every 2nd round
+    assert counts["evaluate"] == 26  # round 0 and every 4th round
     assert counts["init_adapter"] == counts["partition"] == counts["base_model"] == 1
 
 
@@ -64,13 +63,13 @@ def finished_run(tmp_path_factory) -> Path:
 
 def test_a_run_writes_the_artifact_contract(finished_run):
     results = finished_run / "results"
-    lineage = [json.loads(line) for line in (results / "fedavg" / "lineage.jsonl").read_text().splitlines()]
+    lineage = [json.loads(line) for line in (results / "fedadam" / "lineage.jsonl").read_text().splitlines()]
     assert [record["round"] for record in lineage] == [0, 1, 2, 3, 4]
-    metrics = json.loads((results / "fedavg/round_001/clients/0/metrics.json").read_text())
+    metrics = json.loads((results / "fedadam/round_001/clients/0/metrics.json").read_text())
     assert metrics["num_samples"] > 0 and metrics["steps"] == 3 and metrics["bytes_uploaded"] > 0
     summary = (results / "summary.md").read_text()
-    assert re.search(r"\| fedavg \| federated \| fedavg \| 2 \| 0.5 \| 4 \|", summary)
-    assert (results / "fedavg/partition/heatmap.png").read_bytes()[:4] == b"\x89PNG"
+    assert re.search(r"\| fedadam \| federated \| fedadam \| 2 \| 0.5 \| 4 \|", summary)
+    assert (results / "fedadam/partition/heatmap.png").read_bytes()[:4] == b"\x89PNG"
     for rule in ("client_train", "aggregate", "evaluate"):
         assert list((finished_run / "logs" / rule).rglob("*.log")), rule
         assert list((finished_run / "benchmarks" / rule).rglob("*.tsv")), rule
@@ -82,7 +81,7 @@ def test_the_global_adapter_loads_with_plain_peft(finished_run):
     from fedumm import model
 
     base, _, _ = model.load_base(finished_run / "results/models/tiny/base")
-    adapter_dir = finished_run / "results/fedavg/round_004/global"
+    adapter_dir = finished_run / "results/fedadam/round_004/global"
     loaded = PeftModel.from_pretrained(base, str(adapter_dir))
     lora = [name for name, _ in loaded.named_parameters() if "lora_" in name]
     connector = [name for name, _ in loaded.named_parameters() if "connector.modules_to_save" in name]
@@ -112,22 +111,21 @@ def _wait_for(path: Path, process: subprocess.Popen, timeout: float = 300) -> No
         time.sleep(0.2)
 
 
-@pytest.mark.parametrize("kill_signal", [signal.SIGTERM, signal.SIGKILL])
-def test_a_killed_run_resumes_to_byte_identical_adapters(finished_run, tmp_path, kill_signal):
+def test_a_killed_run_resumes_to_byte_identical_adapters(finished_run, tmp_path):
+    """A hard kill (crash, node failure) in round 2; SIGTERM (Ctrl-C, scancel) needs only the rerun."""
     write_config(tmp_path, tiny_config(RESUMED_EXPERIMENTS, rounds=4))
     command = [*SNAKEMAKE, "--directory", str(tmp_path), "--cores", "2"]
     process = subprocess.Popen(
         command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
     # Kill the whole run while a client of round 2 is training.
-    _wait_for(tmp_path / "logs/client_train/fedavg/round_002_client_0.log", process)
-    os.killpg(process.pid, kill_signal)
+    _wait_for(tmp_path / "logs/client_train/fedadam/round_002_client_0.log", process)
+    os.killpg(process.pid, signal.SIGKILL)
     process.wait(timeout=60)
-    assert not (tmp_path / GLOBAL.format("fedavg", 4)).exists()
+    assert not (tmp_path / GLOBAL.format("fedadam", 4)).exists()
 
-    if kill_signal == signal.SIGKILL:
-        # A hard crash leaves Snakemake's lock behind; releasing it is the documented first step.
-        snakemake(tmp_path, "--unlock")
+    # A hard kill leaves Snakemake's lock behind; releasing it is the documented first step.
+    snakemake(tmp_path, "--unlock")
     snakemake(tmp_path, "--cores", "2")
     for exp in RESUMED_EXPERIMENTS:
         for r in range(5):

@@ -40,7 +40,7 @@ def tiny_config(experiments: dict | None = None, **defaults) -> dict:
     config["defaults"].update(rounds=2, clients=2)
     config["defaults"]["partition"].update(min_size=5)
     config["defaults"]["train"].update(local_steps=3, batch_size=8)
-    config["defaults"]["eval"].update(every=2, batch_size=64)
+    config["defaults"]["eval"].update(every=4, batch_size=64)
     config["defaults"].update(defaults)
     config["experiments"] = experiments if experiments is not None else {"fedavg": {}}
     config["resources"] = {"default": {"gpu": 0, "cpus": 1, "mem_mb": 1000, "runtime": 10}}
