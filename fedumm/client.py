@@ -53,6 +53,7 @@ def upload_size(state: dict, trained: set[str], extra: dict) -> int:
 def read_client_context(
     start_adapter: Path,
     rates: list[float],
+    seed: int,
     server_state: Path | None,
     previous_client_dir: Path | None,
 ) -> ClientContext:
@@ -60,6 +61,7 @@ def read_client_context(
     return ClientContext(
         global_weights=read_weights(start_adapter / ADAPTER_WEIGHTS),
         learning_rates=rates,
+        seed=seed,
         server_state=read_weights(server_state) if server_state else {},
         previous_state=client_state_part(read_weights(previous_client_dir / CLIENT_STATE), LOCAL)
         if previous_client_dir else None,
@@ -95,9 +97,6 @@ def train_client(
     started = time.perf_counter()
     device = configure_torch(seed, threads)
     base, tokenizer, spec = model.load_base(base_dir)
-    peft_model = model.load_adapter(base, start_adapter, is_trainable=True)
-    model.trainable_groups(peft_model, set(groups))
-    peft_model.to(device)
 
     index = json.loads(index_file.read_text())
     visual_by_split = {}
@@ -127,8 +126,11 @@ def train_client(
         grad_clip=train_config["grad_clip"],
         prox_mu=train_config["prox_mu"],
     )
-    context = read_client_context(start_adapter, learning_rates(optim, steps), server_state, previous_client_dir)
+    context = read_client_context(start_adapter, learning_rates(optim, steps), seed, server_state, previous_client_dir)
     algorithm = for_strategy(strategies.build(strategy or {"name": "fedavg"}), context)
+    peft_model = algorithm.load_model(base, start_adapter)
+    model.trainable_groups(peft_model, set(groups))
+    peft_model.to(device)
     algorithm.prepare(peft_model)
     trained = {name for name, param in model.adapter_parameters(peft_model).items() if param.requires_grad}
     losses = train(peft_model, stream, steps, optim, device, description=f"client {out_dir.name}", hooks=[algorithm])

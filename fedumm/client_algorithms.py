@@ -5,6 +5,8 @@ the round's start adapter and what it declared it needs (``strategies.base.clien
 the previous server state, and the client's own state and adapter from the last round it
 took part in. Its ``ClientAlgorithm`` then
 
+- ``load_model(base, start_adapter)``: the model to train, by default the base model with the
+  round's start adapter (FLoRA instead merges it and trains a fresh adapter on top),
 - ``prepare(model)``: once, before training (e.g. freeze tensors),
 - the ``TrainingHook`` methods: inside every local step of ``fedumm.training.train``,
 - ``finish(model)``: once, after training; returns the ``ClientState`` written to
@@ -14,13 +16,18 @@ took part in. Its ``ClientAlgorithm`` then
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from peft import PeftModel
+
 from fedumm import model as vlm
 from fedumm.strategies.base import Weights
+from fedumm.strategies.lora import rescaled_lora_alpha
 from fedumm.training import TrainingHook
 
 
@@ -31,6 +38,7 @@ class ClientContext:
 
     global_weights: Weights
     learning_rates: list[float]
+    seed: int = 0
     server_state: Weights = field(default_factory=dict)
     previous_state: Weights | None = None
     previous_weights: Weights | None = None
@@ -43,7 +51,10 @@ class ClientState:
 
 
 class ClientAlgorithm(TrainingHook):
-    """Plain local training: no preparation, no per-step hook, no state."""
+    """Plain local training from the start adapter: no preparation, no per-step hook, no state."""
+
+    def load_model(self, base: torch.nn.Module, start_adapter: Path) -> PeftModel:
+        return vlm.load_adapter(base, start_adapter, is_trainable=True)
 
     def prepare(self, model: torch.nn.Module) -> None:
         return None
@@ -217,3 +228,27 @@ class FrozenLoraA(ClientAlgorithm):
         for name, param in model.named_parameters():
             if ".lora_A." in name:
                 param.requires_grad_(False)
+
+
+# ----------------------------------------------------------------------------- FLoRA
+
+
+class FreshLoraOnGlobal(ClientAlgorithm):
+    """FLoRA (Wang et al. 2024, Alg. 1): the client merges the global adapter into its copy of the
+    base weights, W ← W + (α/R)·B_g A_g (and takes the global connector), then trains a fresh
+    rank-r LoRA on top, initialised as peft does (A random under this client's round seed,
+    B = 0) with the scaling α/r of the global adapter. It uploads only that fresh adapter, which
+    the server stacks (``fedumm.strategies.lora.stack_factors``)."""
+
+    def __init__(self, rank: int, seed: int) -> None:
+        self.rank = rank
+        self.seed = seed
+
+    def load_model(self, base: torch.nn.Module, start_adapter: Path) -> PeftModel:
+        global_model = vlm.load_adapter(base, start_adapter, is_trainable=False)
+        config = copy.deepcopy(global_model.peft_config[global_model.active_adapter])
+        merged = global_model.merge_and_unload()
+        config.lora_alpha = rescaled_lora_alpha(config.lora_alpha, config.r, self.rank, config.use_rslora)
+        config.r = self.rank
+        config.inference_mode = False
+        return vlm.attach_adapter(merged, config, self.seed)

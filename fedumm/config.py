@@ -113,13 +113,16 @@ def fill_derived_parameters(experiment: dict) -> None:
     """Strategy parameters that follow from the experiment itself, unless set explicitly.
 
     DP-FedAvg's accountant needs the client sampling rate q = clients per round / clients;
-    SCAFFOLD's server update of c needs the number of clients N.
+    SCAFFOLD's server update of c needs the number of clients N; FLoRA's stacking
+    (``lora_fedavg`` mode ``stack``) checks uploads against the clients' LoRA rank.
     """
     strategy = experiment["strategy"]
     if strategy["name"] == "dp_fedavg" and "sampling_rate" not in strategy:
         strategy["sampling_rate"] = clients_per_round(experiment) / num_clients(experiment)
     if strategy["name"] == "scaffold" and "num_clients" not in strategy:
         strategy["num_clients"] = num_clients(experiment)
+    if strategy["name"] == "lora_fedavg" and strategy.get("mode") == "stack" and "client_rank" not in strategy:
+        strategy["client_rank"] = experiment["lora"]["r"]
 
 
 def _check_experiment(name: str, experiment: dict, config: dict) -> None:

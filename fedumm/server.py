@@ -21,6 +21,7 @@ from fedumm import strategies
 from fedumm.io import atomic_path, atomic_write_bytes, atomic_write_json
 from fedumm.lineage import code_version
 from fedumm.strategies import ClientUpdate, Weights
+from fedumm.strategies.lora import rescaled_lora_alpha
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
@@ -94,6 +95,15 @@ def load_update(client: int, client_dir: Path, reference: Weights) -> ClientUpda
     return ClientUpdate(client=client, weights=weights, num_samples=num_samples, metrics=metrics, state=state)
 
 
+def with_lora_rank(adapter_config: dict, rank: int) -> dict:
+    """The peft LoRA config of the same adapter at another rank, with the same scaling."""
+    if adapter_config.get("rank_pattern") or adapter_config.get("alpha_pattern"):
+        raise ValueError("changing the LoRA rank of an adapter with rank_pattern/alpha_pattern is not supported")
+    alpha = rescaled_lora_alpha(adapter_config["lora_alpha"], adapter_config["r"], rank,
+                                bool(adapter_config.get("use_rslora")))
+    return {**adapter_config, "r": rank, "lora_alpha": alpha}
+
+
 def _mean(values: list) -> float | None:
     present = [v for v in values if v is not None]
     return sum(present) / len(present) if present else None
@@ -112,17 +122,21 @@ def aggregate_round(
 ) -> dict:
     """Aggregate the uploads of ``client_dirs`` into the global adapter of ``round_index``."""
     global_weights = read_weights(previous_global / ADAPTER_WEIGHTS)
-    updates = [load_update(k, path, global_weights) for k, path in sorted(client_dirs.items())]
-    result = strategies.build(strategy_config).aggregate(
-        global_weights, updates, read_weights(previous_state), round_index
-    )
+    strategy = strategies.build(strategy_config)
+    reference = strategies.update_reference(strategy, global_weights)
+    updates = [load_update(k, path, reference) for k, path in sorted(client_dirs.items())]
+    result = strategy.aggregate(global_weights, updates, read_weights(previous_state), round_index)
     for name, tensor in result.weights.items():
         if not torch.isfinite(tensor).all():
             raise ValueError(f"round {round_index}: aggregation produced non-finite values in {name}")
 
     write_weights(out_dir / ADAPTER_WEIGHTS, result.weights)
-    with atomic_path(out_dir / ADAPTER_CONFIG) as tmp:
-        shutil.copyfile(previous_global / ADAPTER_CONFIG, tmp)
+    if result.lora_rank is None:
+        with atomic_path(out_dir / ADAPTER_CONFIG) as tmp:
+            shutil.copyfile(previous_global / ADAPTER_CONFIG, tmp)
+    else:
+        adapter_config = with_lora_rank(json.loads((previous_global / ADAPTER_CONFIG).read_text()), result.lora_rank)
+        atomic_write_json(out_dir / ADAPTER_CONFIG, adapter_config)
     write_weights(state_out, result.server_state)
     summary = _json_safe({
         "round": round_index,

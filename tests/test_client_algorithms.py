@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -21,11 +22,12 @@ from test_client import EVAL, TRAIN, world  # noqa: F401  (module fixture: tiny 
 ADAPTER = "adapter_model.safetensors"
 
 
-def _train(world, out: str, strategy: dict, server_state=None, previous=None, groups=("language",), **overrides):
+def _train(world, out: str, strategy: dict, server_state=None, previous=None, groups=("language",), start="global",
+           **overrides):
     root = world["root"]
     return train_client(
         base_dir=root / "base",
-        start_adapter=root / "global",
+        start_adapter=root / start,
         index_file=root / "index" / "client_001.json",
         shards={s: data.split_shards(world["dataset"], s) for s in ("train", "val")},
         feature_files=world["features"],
@@ -206,6 +208,55 @@ def test_ffa_server_averages_b_keeps_a_and_refuses_a_changed_a():
     changed = ClientUpdate(7, {**updates[0].weights, A: torch.tensor([[1.0, 2.5]])}, 1)
     with pytest.raises(ValueError, match=r"client 7: .*ffa keeps LoRA A frozen.*m\.lora_A\.weight"):
         LoraFedAvg(mode="ffa").aggregate(glob, [updates[1], changed], {}, 1)
+
+
+# ----------------------------------------------------------------------------- FLoRA
+
+
+def _aggregate(world, strategy: dict, round_index: int, previous: str, client: str, out: str) -> dict:
+    root = world["root"]
+    return aggregate_round(
+        strategy_config=strategy, round_index=round_index, previous_global=root / previous,
+        previous_state=root / "state.safetensors", client_dirs={1: root / client}, out_dir=root / out,
+        state_out=root / f"{out}_state.safetensors", summary_out=root / f"{out}.json",
+    )
+
+
+def test_flora_global_adapter_reproduces_the_client_model_after_two_rounds(world):
+    """Round 2's stacked global adapter, loaded with plain peft, is the client's model: the
+    round-1 global merged into the base plus the client's fresh rank-2 adapter."""
+    from fedumm.client_algorithms import FreshLoraOnGlobal
+
+    stack = {"name": "lora_fedavg", "mode": "stack", "client_rank": 2}
+    root = world["root"]
+    _train(world, "flora_c1", stack, groups=("language", "connector"))
+    summary = _aggregate(world, stack, 1, "global", "flora_c1", "flora_g1")
+    metrics = _train(world, "flora_c2", stack, groups=("language", "connector"), start="flora_g1")
+    _aggregate(world, stack, 2, "flora_g1", "flora_c2", "flora_g2")
+
+    config = lambda d: json.loads((root / d / "adapter_config.json").read_text())  # noqa: E731
+    # Client rank 2 with the experiment's scaling alpha/r = 8/4: round 1 keeps only the client
+    # block (the round-0 B is zero), round 2 stacks another one onto it.
+    assert (config("flora_c2")["r"], config("flora_c2")["lora_alpha"]) == (2, 4)
+    assert (config("flora_g1")["r"], config("flora_g1")["lora_alpha"]) == (2, 4)
+    assert (config("flora_g2")["r"], config("flora_g2")["lora_alpha"]) == (4, 8)
+    assert summary["lora_rank"] == 2
+    uploaded = load_file(root / "flora_c2" / ADAPTER)
+    assert metrics["bytes_uploaded"] == len(save(uploaded))  # everything is trained, nothing frozen
+
+    base, _, _ = model.load_base(root / "base")
+    client_model = FreshLoraOnGlobal(rank=2, seed=0).load_model(base, root / "flora_g1")
+    model.set_adapter_state(client_model, uploaded)
+    global_model = model.load_adapter(model.load_base(root / "base")[0], root / "flora_g2", is_trainable=False)
+    generator = torch.Generator().manual_seed(0)
+    batch = {"input_ids": torch.randint(4, 20, (2, 6), generator=generator),
+             "attention_mask": torch.ones(2, 6, dtype=torch.long),
+             "pixel_values": torch.randn(2, 3, 64, 64, generator=generator)}
+    with torch.no_grad():
+        expected = client_model.eval()(**batch).logits
+        actual = global_model.eval()(**batch).logits
+    assert not torch.allclose(expected, model.load_base(root / "base")[0](**batch).logits, atol=1e-3)
+    torch.testing.assert_close(actual, expected, rtol=0, atol=1e-5)
 
 
 def test_adapter_parameters_map_to_the_saved_keys(world):

@@ -199,13 +199,45 @@ def test_identical_client_adapters_are_a_fixed_point(mode):
     assert result.metrics["lora"]["fedit_error_relative"] < 1e-12
 
 
-def test_planned_mode_is_refused_at_build_time():
-    with pytest.raises(ValueError, match="mode 'stack' of lora_fedavg is not available yet"):
+def test_stack_is_exact_and_grows_the_rank_round_after_round():
+    Bs, As = random_factors(seed=3, clients=3, rank=2, out=6, inp=5)
+    p = [0.5, 0.3, 0.2]
+    connectors = [t([[1.0, 2.0]]), t([[3.0, 4.0]]), t([[5.0, 6.0]])]
+    start = adapter(torch.zeros(6, 2, dtype=torch.float64), torch.ones(2, 5, dtype=torch.float64), t([[0.0, 0.0]]))
+    stack = lora.LoraFedAvg(mode="stack", client_rank=2)
+    first = run(stack, start, as_updates([adapter(B, A, c) for B, A, c in zip(Bs, As, connectors)], [5, 3, 2]))
+    # Round 1: the zero-B round-0 block is dropped; rank K·r = 6, product exactly Σ p_k B_k A_k.
+    assert first.lora_rank == 6 and first.metrics["lora_rank"] == 6
+    assert first.weights[B_KEY].shape == (6, 6) and first.weights[A_KEY].shape == (6, 5)
+    torch.testing.assert_close(first.weights[B_KEY] @ first.weights[A_KEY], mean_product(Bs, As, p), rtol=0, atol=1e-12)
+    torch.testing.assert_close(first.weights[CONNECTOR], t([[2.4, 3.4]]), rtol=0, atol=1e-12)
+    assert first.metrics["lora"]["truncation_error"] == 0.0
+    assert first.metrics["lora"]["fedit_error"] > 0  # what FedIT would have lost on the same uploads
+
+    Bs2, As2 = random_factors(seed=4, clients=2, rank=2, out=6, inp=5)
+    second = run(stack, first.weights, as_updates([adapter(B, A, t([[0.0, 0.0]])) for B, A in zip(Bs2, As2)], [1, 3]),
+                 round_index=2)
+    # Round 2: R + K·r = 6 + 4; the product accumulates both rounds' mean products.
+    assert second.lora_rank == 10
+    expected = mean_product(Bs, As, p) + mean_product(Bs2, As2, [0.25, 0.75])
+    torch.testing.assert_close(second.weights[B_KEY] @ second.weights[A_KEY], expected, rtol=0, atol=1e-12)
+
+
+def test_stack_checks_uploads_against_the_client_rank():
+    from fedumm.server import UpdateRejected, check_update
+
+    glob = adapter(torch.zeros(6, 10), torch.ones(10, 5))
+    reference = base.update_reference(lora.LoraFedAvg(mode="stack", client_rank=2), glob)
+    check_update(0, adapter(torch.ones(6, 2), torch.ones(2, 5)), reference)
+    with pytest.raises(UpdateRejected, match=r"client 3: tensor .*lora_A.weight is \(4, 5\).*expected \(2, 5\)"):
+        check_update(3, adapter(torch.ones(6, 4), torch.ones(4, 5)), reference)
+    assert base.update_reference(lora.LoraFedAvg(mode="exact"), glob) is glob
+    with pytest.raises(ValueError, match="mode stack needs client_rank >= 1"):
         base.build({"name": "lora_fedavg", "mode": "stack"})
 
 
 def test_lora_fedavg_config_errors():
-    with pytest.raises(ValueError, match="mode must be one of fedit, exact, ffa"):
+    with pytest.raises(ValueError, match="mode must be one of fedit, exact, stack, ffa"):
         base.build({"name": "lora_fedavg", "mode": "mean"})
     with pytest.raises(ValueError, match="unknown parameter.*robust"):
         base.build({"name": "lora_fedavg", "robust": {"name": "median"}})

@@ -26,6 +26,7 @@ STRATEGIES = {
     "scaffold": {"name": "scaffold"},
     "moon": {"name": "moon"},
     "ffa": {"name": "lora_fedavg", "mode": "ffa"},
+    "flora": {"name": "lora_fedavg", "mode": "stack"},
 }
 
 
@@ -48,5 +49,8 @@ def test_every_strategy_runs_and_lands_in_one_summary(tmp_path):
     assert dp_round["dp_epsilon"] > 0 and dp_round["dp_delta"] == 1e-5
     lora_round = json.loads((tmp_path / "results/lora_exact/round_001/aggregate.json").read_text())
     assert lora_round["lora"]["fedit_error"] > 0  # averaging A and B apart is not the mean product
+    flora_round = json.loads((tmp_path / "results/flora/round_001/aggregate.json").read_text())
+    flora_config = json.loads((tmp_path / "results/flora/round_001/global/adapter_config.json").read_text())
+    assert flora_round["lora_rank"] == flora_config["r"] == 2 * config["defaults"]["lora"]["r"]  # K·r after round 1
     adam_state = tmp_path / "results/fedadam/round_001/server_state.safetensors"
     assert adam_state.stat().st_size > (tmp_path / "results/fedavg/round_001/server_state.safetensors").stat().st_size

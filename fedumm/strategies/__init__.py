@@ -21,6 +21,8 @@ from fedumm.strategies.base import (
     build,
     client_needs,
     register,
+    update_reference,
 )
 
-__all__ = ["REGISTRY", "AggregationResult", "ClientUpdate", "Strategy", "Weights", "build", "client_needs", "register"]
+__all__ = ["REGISTRY", "AggregationResult", "ClientUpdate", "Strategy", "Weights", "build", "client_needs", "register",
+           "update_reference"]

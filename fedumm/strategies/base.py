@@ -31,9 +31,13 @@ class ClientUpdate:
 
 @dataclass(frozen=True)
 class AggregationResult:
+    """The next global adapter, the next server state, metrics for aggregate.json, and the new
+    LoRA rank when the strategy changes it (FLoRA's stacking; None: unchanged)."""
+
     weights: Weights
     server_state: Weights
     metrics: dict = field(default_factory=dict)
+    lora_rank: int | None = None
 
 
 class Strategy(Protocol):
@@ -54,6 +58,13 @@ class Strategy(Protocol):
         server_state: Weights,
         round_index: int,
     ) -> AggregationResult: ...
+
+
+def update_reference(strategy: object, global_weights: Weights) -> Weights:
+    """Tensors whose names, shapes and dtypes every upload must match: the global adapter's,
+    unless the strategy's clients upload another shape (``update_reference``, e.g. FLoRA)."""
+    expected = getattr(strategy, "update_reference", None)
+    return global_weights if expected is None else expected(global_weights)
 
 
 def client_needs(strategy: type | object) -> dict[str, bool]:

@@ -9,6 +9,7 @@ cancel); Σ_k p_k B_k A_k is what averaging the clients' merged models would giv
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -27,13 +28,7 @@ from fedumm.strategies.base import (
 LORA_A = "lora_A.weight"
 LORA_B = "lora_B.weight"
 
-MODES = ("fedit", "exact", "ffa")
-# A mode of the literature this strategy is meant to grow into; it changes the adapter's rank,
-# so it needs client-side support before the server can offer it.
-PLANNED_MODES = {
-    "stack": "FLoRA (Wang et al., 2024) stacks the clients' factors into a rank-K·r adapter, "
-             "which needs clients that accept a global adapter of another rank",
-}
+MODES = ("fedit", "exact", "stack", "ffa")
 
 
 @dataclass(frozen=True)
@@ -61,6 +56,12 @@ class ProductStats:
 def _relative(error: float, norm: float) -> float:
     # M = 0 (e.g. every client left B at peft's zero initialisation): nothing to lose.
     return error / norm if norm > 0 else 0.0
+
+
+def rescaled_lora_alpha(alpha: float, rank: int, new_rank: int, use_rslora: bool = False) -> float:
+    """The lora_alpha that keeps peft's scaling of a LoRA layer when its rank changes:
+    α/r (α/√r with rsLoRA) stays the same, so a stacked or fresh adapter adds B·A at the same scale."""
+    return alpha * (math.sqrt(new_rank / rank) if use_rslora else new_rank / rank)
 
 
 def lora_pairs(names) -> dict[str, tuple[str, str]]:
@@ -154,6 +155,23 @@ def exact_product_mean(
     return B * signs, A * signs[:, None], _stats(S, rank, _fedit_error(R_B, R_A, core, weights, rank))
 
 
+def stack_factors(
+    B_global: torch.Tensor | None, A_global: torch.Tensor | None,
+    Bs: list[torch.Tensor], As: list[torch.Tensor], weights: list[float],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """FLoRA's stacking (Wang et al. 2024, Eq. 5): B = [B_g, p_1 B_1, …, p_K B_K] and
+    A = [A_g; A_1; …; A_K], so B·A = B_g A_g + Σ_k p_k B_k A_k with no approximation.
+
+    The rank grows from R to R + K·r. ``B_global``/``A_global`` None: there is no global
+    product yet (round 1), the stack starts empty.
+    """
+    B_cat, A_cat_t = _stack(Bs, As, weights)
+    if B_global is not None:
+        B_cat = torch.cat([B_global.to(torch.float64), B_cat], dim=1)
+        A_cat_t = torch.cat([A_global.to(torch.float64).T, A_cat_t], dim=1)
+    return B_cat, A_cat_t.T
+
+
 def _check_frozen_a(global_weights: Weights, updates: list[ClientUpdate], pairs: dict[str, tuple[str, str]]) -> None:
     """FFA-LoRA: every client must return A exactly as the global adapter holds it."""
     for update in updates:
@@ -182,6 +200,15 @@ class LoraFedAvg:
       without forming an out×in matrix. The factors it returns are new (balanced, orthogonal
       columns of B), not a mean of the clients' factors, even where the product is exact
       (K = 1, or all clients share A or B).
+    - ``mode: stack`` — FLoRA (Wang et al., 2024, "FLoRA: Federated Fine-Tuning Large Language
+      Models with Heterogeneous Low-Rank Adaptations", NeurIPS): each client merges the global
+      adapter into its base weights and trains a fresh rank-r LoRA on top
+      (``fedumm.client_algorithms.FreshLoraOnGlobal``); the server stacks the clients' factors
+      onto the global ones (``stack_factors``), so the global product is exactly the sum of
+      every round's mean product and its rank grows by K·r per round (starting from 0: the
+      round-0 adapter's B is zero, so its block is dropped). ``lora_alpha`` grows with the rank,
+      keeping peft's scaling alpha/r. ``client_rank`` (r of the clients' fresh adapters) is
+      filled in from the experiment's ``lora.r``; uploads are checked against it.
     - ``mode: ffa`` — FFA-LoRA (Sun et al., 2024, "Improving LoRA in Privacy-preserving Federated
       Learning", ICLR): clients keep A frozen at the shared seeded initialisation and train B
       only (``fedumm.client_algorithms.FrozenLoraA``); the server keeps the global A and
@@ -191,8 +218,9 @@ class LoraFedAvg:
     Every other tensor (connector matrices, biases, peft's ``lora_embedding_*``/DoRA tensors,
     which are not ``lora_A/B.weight`` pairs) is averaged as in FedAvg: w ← w + Σ_k p_k (w_k − w).
     p_k = n_k / Σ n. Stateless. Metrics: per module (``lora_modules``) and for the whole
-    adapter, ‖M‖_F, the truncation error of ``exact`` ‖S_{r+1:}‖ and the error of ``fedit``
-    ‖B̄Ā − M‖_F, absolute and relative to ‖M‖_F, in both modes.
+    adapter, ‖M‖_F of the round's mean product M = Σ_k p_k B_k A_k, the truncation error of
+    ``exact`` ‖S_{r+1:}‖ (0 in ``stack`` mode, which keeps every singular value) and the error
+    of ``fedit`` ‖B̄Ā − M‖_F, absolute and relative to ‖M‖_F, in every mode.
 
     No ``robust`` parameter: robust rules act on each coordinate of the deltas of A and B
     separately (a median of A's entries and one of B's), which makes no statement about the
@@ -200,18 +228,32 @@ class LoraFedAvg:
     """
 
     mode: str = "exact"
-
-    def client_algorithm(self, context):
-        from fedumm.client_algorithms import ClientAlgorithm, FrozenLoraA
-
-        return FrozenLoraA() if self.mode == "ffa" else ClientAlgorithm()
+    client_rank: int | None = None
 
     def __post_init__(self) -> None:
-        if self.mode in PLANNED_MODES:
-            raise ValueError(f"mode {self.mode!r} of lora_fedavg is not available yet: "
-                             f"{PLANNED_MODES[self.mode]} (available: {', '.join(MODES)})")
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.mode == "stack" and not (isinstance(self.client_rank, int) and self.client_rank >= 1):
+            raise ValueError(f"lora_fedavg mode stack needs client_rank >= 1 (the clients' LoRA r), "
+                             f"got {self.client_rank!r}")
+
+    def client_algorithm(self, context):
+        from fedumm.client_algorithms import ClientAlgorithm, FreshLoraOnGlobal, FrozenLoraA
+
+        if self.mode == "stack":
+            return FreshLoraOnGlobal(rank=self.client_rank, seed=context.seed)
+        return FrozenLoraA() if self.mode == "ffa" else ClientAlgorithm()
+
+    def update_reference(self, global_weights: Weights) -> Weights:
+        """Shapes the uploads must have: the global adapter's, with rank ``client_rank`` in stack mode."""
+        if self.mode != "stack":
+            return global_weights
+        reference = dict(global_weights)
+        for a_name, b_name in lora_pairs(global_weights).values():
+            A, B = global_weights[a_name], global_weights[b_name]
+            reference[a_name] = torch.empty(self.client_rank, A.shape[1], dtype=A.dtype, device="meta")
+            reference[b_name] = torch.empty(B.shape[0], self.client_rank, dtype=B.dtype, device="meta")
+        return reference
 
     def aggregate(
         self,
@@ -226,12 +268,15 @@ class LoraFedAvg:
             _check_frozen_a(global_weights, updates, pairs)
         factored = {
             "exact": {name for pair in pairs.values() for name in pair},
+            "stack": {name for pair in pairs.values() for name in pair},
             "ffa": {a_name for a_name, _ in pairs.values()},
             "fedit": set(),
         }[self.mode]
         averaged = {name: tensor for name, tensor in global_weights.items() if name not in factored}
         step = combine_deltas(client_deltas(averaged, updates), weights)
         new = {name: averaged[name] + step[name] for name in averaged}
+        # Round 1 of stack: the round-0 adapter adds nothing (B = 0), so its rank is not kept.
+        empty_stack = all(torch.count_nonzero(global_weights[b_name]) == 0 for _, b_name in pairs.values())
 
         per_module = {}
         for prefix, (a_name, b_name) in pairs.items():
@@ -239,21 +284,34 @@ class LoraFedAvg:
             As = [update.weights[a_name] for update in updates]
             if self.mode == "exact":
                 B, A, stats = exact_product_mean(Bs, As, weights)
-                new[b_name] = B.to(global_weights[b_name].dtype)
-                new[a_name] = A.to(global_weights[a_name].dtype)
             else:
                 stats = product_stats(Bs, As, weights)
+            if self.mode == "stack":
+                B, A = stack_factors(
+                    None if empty_stack else global_weights[b_name],
+                    None if empty_stack else global_weights[a_name],
+                    Bs, As, weights,
+                )
+                stats = dataclasses.replace(stats, truncation_error=0.0)
+            if self.mode in ("exact", "stack"):
+                new[b_name] = B.to(global_weights[b_name].dtype)
+                new[a_name] = A.to(global_weights[a_name].dtype)
             if self.mode == "ffa":
                 new[a_name] = global_weights[a_name]
             per_module[prefix.rstrip(".")] = stats
 
+        rank = None
+        if self.mode == "stack" and pairs:
+            rank = next(iter(new[b_name] for _, b_name in pairs.values())).shape[1]
         return AggregationResult(
             weights={name: new[name] for name in global_weights},
             server_state={},
             metrics={
                 "client_weights": dict(zip((u.client for u in updates), weights)),
                 "lora_mode": self.mode,
+                **({"lora_rank": rank} if rank is not None else {}),
                 "lora": _total(list(per_module.values())).as_metrics(),
                 "lora_modules": {name: stats.as_metrics() for name, stats in per_module.items()},
             },
+            lora_rank=rank,
         )

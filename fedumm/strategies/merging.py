@@ -29,28 +29,28 @@ import hashlib
 import numbers
 import warnings
 from dataclasses import dataclass
-from typing import Callable
+
+import importlib
 
 import torch
-from peft.utils import merge_utils
 
 from fedumm.strategies.base import AggregationResult, ClientUpdate, Weights, example_weights, register
 
 
 @dataclass(frozen=True)
 class MergeMethod:
-    merge: Callable[..., torch.Tensor]
+    name: str  # the function of peft.utils.merge_utils
     prunes: bool  # takes ``density``
     elects_sign: bool  # takes ``majority_sign_method``; divides by the number of agreeing clients
     random: bool  # draws a keep mask from torch's global generator
 
 
 METHODS = {
-    "task_arithmetic": MergeMethod(merge_utils.task_arithmetic, prunes=False, elects_sign=False, random=False),
-    "magnitude_prune": MergeMethod(merge_utils.magnitude_prune, prunes=True, elects_sign=False, random=False),
-    "ties": MergeMethod(merge_utils.ties, prunes=True, elects_sign=True, random=False),
-    "dare_linear": MergeMethod(merge_utils.dare_linear, prunes=True, elects_sign=False, random=True),
-    "dare_ties": MergeMethod(merge_utils.dare_ties, prunes=True, elects_sign=True, random=True),
+    "task_arithmetic": MergeMethod("task_arithmetic", prunes=False, elects_sign=False, random=False),
+    "magnitude_prune": MergeMethod("magnitude_prune", prunes=True, elects_sign=False, random=False),
+    "ties": MergeMethod("ties", prunes=True, elects_sign=True, random=False),
+    "dare_linear": MergeMethod("dare_linear", prunes=True, elects_sign=False, random=True),
+    "dare_ties": MergeMethod("dare_ties", prunes=True, elects_sign=True, random=True),
 }
 WEIGHTINGS = ("examples", "uniform")
 SIGN_METHODS = ("total", "frequency")
@@ -77,6 +77,8 @@ def merge_tensor(
     ``fork_rng`` so the caller's random state is untouched.
     """
     spec = METHODS[method]
+    # Imported on use: importing peft costs every aggregation job seconds (it loads transformers).
+    merge = getattr(importlib.import_module("peft.utils.merge_utils"), spec.name)
     kwargs = {}
     if spec.prunes:
         kwargs["density"] = density
@@ -86,10 +88,10 @@ def merge_tensor(
         # density 1 means "keep everything"; peft warns about it once per tensor and client.
         warnings.filterwarnings("ignore", message="The density .* no pruning will be performed")
         if not spec.random:
-            return spec.merge(deltas, weights, **kwargs)
+            return merge(deltas, weights, **kwargs)
         with torch.random.fork_rng(devices=[]):
             torch.default_generator.manual_seed(seed)
-            return spec.merge(deltas, weights, **kwargs)
+            return merge(deltas, weights, **kwargs)
 
 
 def _is_real(value) -> bool:
