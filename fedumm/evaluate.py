@@ -1,4 +1,7 @@
-"""Scoring of generated answers: VQA accuracy, exact match, and prior baselines.
+"""Scoring of generated answers: VQA accuracy, exact match, and prior baselines, and the scores of
+every task of an evaluation split (`score_records`: VQA, exact match, classification, captioning
+through ``fedumm.captions``, grounding through ``fedumm.grounding``), its primary score, and
+the per-client (personalized) scores and their mean.
 
 VQA accuracy follows the official VQA v2 evaluation script, ``vqaEval.py`` of GT-Vision-Lab/VQA,
 in its current form (commit a013f0043c1e2cdc995922dfe257f7149aa9af06, the version after the fix of
@@ -35,6 +38,8 @@ from collections import Counter, defaultdict
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from statistics import fmean
 from typing import Any
+
+from fedumm import batches, captions, grounding
 
 # The script's contraction table. Keys with capitals ("Im", "Ive", "Id've", "I'dve") can never
 # match because words are lower-cased first; they are kept so the table is the official one.
@@ -255,3 +260,203 @@ def per_question_type_majority_baseline(
     fallback = majority_answer(train_records)
     predictions = {r["id"]: type_answer.get(r["question_type"], fallback) for r in test_records}
     return score_vqa(predictions, test_records)["accuracy"]
+
+
+# ---------------------------------------------------------------- scoring every task of a split
+
+_ANSWER_TASKS: frozenset[str] = frozenset({"vqa", "classify"})
+"""Tasks with a short textual answer; their training answers make the majority baseline."""
+
+PRIMARY_METRICS: tuple[tuple[str, str], ...] = (
+    ("vqa", "vqa.accuracy"),
+    ("exact_match", "exact_match.accuracy"),
+    ("classify", "classification_accuracy"),
+    ("caption", "caption.CIDEr"),
+    ("ground", "ground.accuracy@0.5"),
+)
+"""(metric group, score path) in priority order: a split's primary score is that of the first
+group it has records of (`primary_metric`)."""
+
+
+def has_annotator_answers(record: Mapping) -> bool:
+    """Whether a VQA record has several human answers (VQA v2 style).
+
+    The VQA soft accuracy is a leave-one-out over the human answers: with a single answer every
+    prediction scores 0, so single-answer sets (GQA style) are scored by exact match instead.
+    """
+    return len(record.get("answers", ())) >= 2
+
+
+def metric_group(record: Mapping) -> str:
+    """The metric a record is scored by: ``vqa`` (VQA accuracy), ``exact_match`` (single-answer
+    VQA), ``classify``, ``caption`` or ``ground``."""
+    task = batches.record_task(record)
+    if task == "vqa" and not has_annotator_answers(record):
+        return "exact_match"
+    return task
+
+
+def _field(record: Mapping, key: str) -> Any:
+    """``record[key]``; a missing one is an error naming the record and its task."""
+    if key not in record:
+        raise ValueError(f"record {record.get('id')!r} (task {record.get('task')!r}) has no {key!r} to score against")
+    return record[key]
+
+
+def primary_metric(records: Sequence[Mapping]) -> str:
+    """The path in the scores of the split's primary score (`PRIMARY_METRICS`): VQA accuracy when
+    the split has VQA v2 style records, else exact match, classification accuracy, CIDEr, and
+    grounding accuracy at IoU >= 0.5, the first whose task is present."""
+    groups = {metric_group(record) for record in records}
+    for group, path in PRIMARY_METRICS:
+        if group in groups:
+            return path
+    raise ValueError("no records to score")
+
+
+def metric_value(scores: Mapping, path: str) -> float | None:
+    """The value at ``path`` ("block.key" or a top-level key) of `score_records`' output; None
+    when that block is absent (no records of its task)."""
+    block, _, key = path.partition(".")
+    value = scores[block]
+    return value[key] if key and value is not None else value
+
+
+def score_records(
+    predictions: Mapping[str, str],
+    records: Sequence[Mapping],
+    sizes: Mapping[str, tuple[int, int]],
+    spice: bool = False,
+    metric: str | None = None,
+) -> dict:
+    """Scores of ``predictions`` (answer text by record id) on ``records``, each by its task.
+
+    * ``vqa``: official VQA v2 accuracy (`score_vqa`) over records with several human answers;
+    * ``exact_match``: GQA-style exact match (`exact_match_accuracy`) of single-answer VQA
+      records against ``multiple_choice_answer``, as ``{"accuracy", "n"}``;
+    * ``classification_accuracy``: `classification_accuracy` of ``classify`` records against
+      their ``label``;
+    * ``caption``: pycocoevalcap's BLEU-1..4, METEOR, ROUGE-L, CIDEr (and SPICE with ``spice``)
+      of ``caption`` records against their references (``fedumm.captions``), plus ``n``;
+    * ``ground``: mean IoU, accuracy at IoU >= 0.5 and the count of malformed answers (which
+      score IoU 0) of ``ground`` records against their ``box`` (``fedumm.grounding``); ``sizes``
+      gives their images' (width, height).
+
+    A block is None when ``records`` has none of its task. ``score`` is the value at ``metric``
+    (default `primary_metric` of ``records``; None when that block is absent), named in
+    ``score_metric``; ``n`` counts all records and ``n_per_task`` each task's. Every record
+    needs a prediction: the evaluation generates one per record.
+    """
+    missing = [r["id"] for r in records if r["id"] not in predictions]
+    if missing:
+        raise ValueError(f"no prediction for {len(missing)} record(s), e.g. {missing[0]!r}")
+    groups: dict[str, list[Mapping]] = defaultdict(list)
+    for record in records:
+        groups[metric_group(record)].append(record)
+
+    def predicted(group: str) -> dict[str, str]:
+        return {r["id"]: predictions[r["id"]] for r in groups[group]}
+
+    exact = {r["id"]: _field(r, "multiple_choice_answer") for r in groups["exact_match"]}
+    labels = {r["id"]: _field(r, "label") for r in groups["classify"]}
+    references = {r["id"]: batches.caption_references(r) for r in groups["caption"]}
+    boxes = {r["id"]: _field(r, "box") for r in groups["ground"]}
+    scores: dict[str, Any] = {
+        "vqa": score_vqa(predictions, groups["vqa"]) if groups["vqa"] else None,
+        "exact_match": (
+            {"accuracy": exact_match_accuracy(predicted("exact_match"), exact), "n": len(exact)} if exact else None
+        ),
+        "classification_accuracy": classification_accuracy(predicted("classify"), labels) if labels else None,
+        "caption": (
+            {**captions.caption_scores(predicted("caption"), references, spice=spice), "n": len(references)}
+            if references
+            else None
+        ),
+        "ground": grounding.grounding_scores(predicted("ground"), boxes, sizes) if boxes else None,
+        "n": len(records),
+        "n_per_task": dict(sorted(Counter(batches.record_task(r) for r in records).items())),
+    }
+    metric = metric or primary_metric(records)
+    return {**scores, "score": metric_value(scores, metric), "score_metric": metric}
+
+
+def mean_scores(scores: Sequence[Mapping]) -> dict:
+    """Unweighted mean over models or clients of every number in their `score_records` outputs.
+
+    Nested blocks are averaged key by key over the union of their keys; a value that an entry
+    lacks (None, or a key it does not have, e.g. a question type absent from a client's split)
+    is left out of that key's mean, which is None when no entry has it. Strings (the score's
+    name) must agree. Counts are averaged like scores.
+    """
+
+    def mean(values: list) -> Any:
+        present = [value for value in values if value is not None]
+        if not present:
+            return None
+        if all(isinstance(value, Mapping) for value in present):
+            keys = dict.fromkeys(key for value in present for key in value)
+            return {key: mean([value.get(key) for value in present]) for key in keys}
+        if all(isinstance(value, str) for value in present):
+            if len(set(present)) > 1:
+                raise ValueError(f"cannot average different names {sorted(set(present))}")
+            return present[0]
+        # sum / len rather than fmean: the local baseline's means of earlier runs, bit for bit.
+        return sum(present) / len(present)
+
+    if not scores:
+        raise ValueError("no scores to average")
+    return mean(list(scores))
+
+
+def personalized_scores(
+    predictions: Mapping[str, Mapping[str, str]],
+    records: Sequence[Mapping],
+    client_ids: Mapping[str, Sequence[str]],
+    sizes: Mapping[str, tuple[int, int]],
+    spice: bool,
+    metric: str,
+) -> dict:
+    """Each client's model scored on the client's own split, and the mean over clients.
+
+    The personalized evaluation of Fed-CMP (App. B) and FedVLMBench: ``client_ids`` maps a client
+    name to the ids of its evaluation split (a subset of ``records``); ``predictions`` maps model
+    names to their answers on ``records``. A client is scored with the predictions of the model
+    of its own name (the local baseline) or, when there is a single model, with those of that
+    one (the global model). Each client is scored by `score_records` with the split's ``metric``;
+    ``mean`` is `mean_scores` over clients (a client without records of a task does not count in
+    that task's mean). Returns ``{"model": "global" | "local", "clients", "mean"}``.
+    """
+    if not client_ids:
+        raise ValueError("no clients to score")
+    by_id = {record["id"]: record for record in records}
+    clients = {}
+    for client, ids in client_ids.items():
+        unknown = [i for i in ids if i not in by_id]
+        if unknown:
+            raise ValueError(f"{client}: {len(unknown)} sample(s) not in the evaluated split, e.g. {unknown[0]!r}")
+        if client in predictions:
+            model_predictions = predictions[client]
+        elif len(predictions) == 1:
+            model_predictions = next(iter(predictions.values()))
+        else:
+            raise ValueError(f"no model for {client}: the models are {sorted(predictions)}")
+        clients[client] = score_records(model_predictions, [by_id[i] for i in ids], sizes, spice, metric)
+    return {
+        "model": "global" if len(predictions) == 1 else "local",
+        "clients": clients,
+        "mean": mean_scores(list(clients.values())),
+    }
+
+
+def majority_baseline_for(metric: str, train_records: Sequence[Mapping], records: Sequence[Mapping]) -> float | None:
+    """The primary score of always giving the most frequent training answer (of ``vqa`` and
+    ``classify`` records): `majority_baseline` for VQA accuracy, exact match for single-answer
+    sets; None for the other metrics (captions and boxes have no majority answer)."""
+    answer_records = [r for r in train_records if batches.record_task(r) in _ANSWER_TASKS]
+    if metric == "vqa.accuracy":
+        return majority_baseline(answer_records, [r for r in records if metric_group(r) == "vqa"])
+    if metric == "exact_match.accuracy":
+        answer = majority_answer(answer_records)
+        references = {r["id"]: r["multiple_choice_answer"] for r in records if metric_group(r) == "exact_match"}
+        return exact_match_accuracy({i: answer for i in references}, references)
+    return None

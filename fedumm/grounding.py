@@ -6,6 +6,7 @@ The model is trained to answer a grounding question with the main object's box w
 ``[x0, y0, x1, y1]``: integer pixel coordinates of the image, ``(x0, y0)`` the top-left corner and
 ``x1``/``y1`` exclusive, the same convention as the dataset's ``box`` field (PIL's crop
 convention, see ``fedumm.data``). Example: ``"[12, 20, 30, 41]"`` is 18 px wide and 21 px high.
+``format_box`` writes it; a grounding record's ``multiple_choice_answer`` is that text.
 
 Parsing rules (``parse_box``), chosen so that near-misses of the format still count while text
 that does not name four coordinates does not:
@@ -48,6 +49,16 @@ _SEPARATOR = r"[\s,;()\[\]]+"
 _RUN_OF_FOUR = re.compile(
     rf"({_NUMBER}){_SEPARATOR}({_NUMBER}){_SEPARATOR}({_NUMBER}){_SEPARATOR}({_NUMBER})"
 )
+
+
+def format_box(box: Sequence[int]) -> str:
+    """The answer text of a grounding target: ``[x0, y0, x1, y1]`` with integer pixel coordinates.
+
+    Example: ``format_box([12, 20, 30, 41]) == "[12, 20, 30, 41]"``; ``parse_box`` reads it back.
+    """
+    if len(box) != 4 or any(int(v) != v for v in box):
+        raise ValueError(f"a box is four integer pixel coordinates [x0, y0, x1, y1], got {box!r}")
+    return "[" + ", ".join(str(int(v)) for v in box) + "]"
 
 
 def parse_box(text: str, width: int, height: int) -> Box | None:

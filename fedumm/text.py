@@ -6,6 +6,10 @@ plain-text form so that it also works with the word-level tokenizer used for tin
     VQA:        "question: {question} answer:" -> " {answer}" + eos
     captioning: "caption:"                     -> " {caption}" + eos
 
+Classification and grounding use the VQA form (the answer being the class label, or the box
+written as text by ``fedumm.grounding.format_box``); ``fedumm.batches`` picks a record's form
+from its task.
+
 Training examples put the loss only on the target and eos (prompt labels are -100, as in
 LLaVA's `preprocess`); generation prompts are left-padded so that new tokens are appended
 directly after every prompt.

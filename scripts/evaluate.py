@@ -16,8 +16,15 @@ with log_to(snakemake.log[0]) as log:
         shards=data.split_shards(Path(snakemake.input.data), snakemake.params.eval["split"]),
         feature_file=Path(snakemake.input.features) if "features" in snakemake.input.keys() else None,
         train_shards=data.split_shards(Path(snakemake.input.data), "train"),
+        partition_dir=Path(snakemake.input.partition),
         eval_config=snakemake.params.eval,
         device=device,
     )
     atomic_write_json(snakemake.output[0], {"round": int(snakemake.wildcards.r), **scores})
-    log.info("round %s: VQA accuracy %.4f", snakemake.wildcards.r, scores["vqa"]["accuracy"])
+    log.info(
+        "round %s: %s %s (mean over clients on their own split: %s)",
+        snakemake.wildcards.r,
+        scores["score_metric"],
+        scores["score"],
+        scores["personalized"]["mean"]["score"],
+    )

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fedumm.grounding import box_iou, grounding_scores, parse_box
+from fedumm.grounding import box_iou, format_box, grounding_scores, parse_box
 
 
 @pytest.mark.parametrize(
@@ -162,3 +162,12 @@ def test_parse_box_result_is_an_ordered_box_inside_the_image(
         x0, y0, x1, y1 = box
         assert 0 <= x0 <= x1 <= width
         assert 0 <= y0 <= y1 <= height
+
+
+def test_format_box_writes_the_answer_format_that_parse_box_reads() -> None:
+    assert format_box([12, 20, 30, 41]) == "[12, 20, 30, 41]"
+    assert format_box((0.0, 4.0, 8.0, 9.0)) == "[0, 4, 8, 9]"
+    assert parse_box(format_box([12, 20, 30, 41]), 64, 64) == (12.0, 20.0, 30.0, 41.0)
+    for bad in ([1, 2, 3], [0.5, 0, 4, 4]):
+        with pytest.raises(ValueError, match="four integer pixel coordinates"):
+            format_box(bad)

@@ -1,4 +1,5 @@
-# Scores of the global model (or of each local model) on the evaluation split.
+# Scores of the global model (or of each local model) on the evaluation split, and of every
+# client's model on the client's own part of it (personalized); fedumm.inference.evaluate_adapters.
 
 
 rule evaluate:
