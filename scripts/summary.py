@@ -12,7 +12,8 @@ with log_to(snakemake.log[0]) as log:
     report.write_summary(rows, snakemake.output.csv, snakemake.output.md)
     baselines = {entry["majority_baseline"] for entry in entries}
     report.plot_score_vs_round(
-        {e["name"]: [(m["round"], m["vqa_accuracy"]) for m in e["metrics"]] for e in entries},
+        {e["name"]: [(m["round"], m["score"]) for m in e["metrics"]] for e in entries},
+        {row["name"]: row["score_metric"] for row in rows},
         snakemake.output.plot,
         baseline=baselines.pop() if len(baselines) == 1 else None,
     )

@@ -1,13 +1,19 @@
-"""Every strategy runs in the real workflow through config alone, into one summary table."""
+"""One real workflow run comparing every strategy with the baselines: the summary table, the
+papers' tables and curves, and the Snakemake report that collects them.
+
+One run serves all of these tests because every workflow job pays seconds of Python imports:
+separate runs would repeat the data, base model and baseline jobs.
+"""
 
 from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import pytest
 
-from workflow_util import snakemake, tiny_config, write_config
+from workflow_util import embedded_bytes, report_results, snakemake, tiny_config, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -28,29 +34,87 @@ STRATEGIES = {
     "ffa": {"name": "lora_fedavg", "mode": "ffa"},
     "flora": {"name": "lora_fedavg", "mode": "stack"},
 }
+# Table 1 needs a second α and the centralized reference; Table 3 the single-site (local) row.
+BASELINES = {
+    "fedavg_a1": {"partition": {"alpha": 1.0}},
+    "centralized": {"kind": "centralized"},
+    "local": {"kind": "local"},
+}
+PAPER_FILES = [f"results/tables/{t}.{ext}" for t in ("table1", "table3", "table4") for ext in ("csv", "md", "tex")]
 
 
-def test_every_strategy_runs_and_lands_in_one_summary(tmp_path):
-    experiments = {name: {"strategy": strategy} for name, strategy in STRATEGIES.items()}
+@pytest.fixture(scope="module")
+def comparison_run(tmp_path_factory) -> tuple[Path, dict]:
+    """Every strategy and the baselines, one round of 2 clients each, in one snakemake run."""
+    workdir = tmp_path_factory.mktemp("comparison")
+    experiments = {name: {"strategy": strategy} for name, strategy in STRATEGIES.items()} | BASELINES
     config = tiny_config(experiments, rounds=1, clients=2)
     config["defaults"]["eval"]["initial"] = False  # round 0 is the same model in every experiment
-    write_config(tmp_path, config)
-    snakemake(tmp_path, "--cores", "2")
+    write_config(workdir, config)
+    snakemake(workdir, "--cores", "2")
+    return workdir, config
 
-    with open(tmp_path / "results/summary.csv") as handle:
-        rows = {row["name"]: row for row in csv.DictReader(handle)}
-    assert set(rows) == set(STRATEGIES)
+
+def _csv(path: Path) -> list[dict]:
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_every_strategy_runs_and_lands_in_one_summary(comparison_run):
+    workdir, config = comparison_run
+    rows = {row["name"]: row for row in _csv(workdir / "results/summary.csv")}
+    assert set(rows) == set(STRATEGIES) | set(BASELINES)
     for name, strategy in STRATEGIES.items():
         assert rows[name]["strategy"] == strategy["name"]
         assert 0.0 <= float(rows[name]["final_vqa_accuracy"]) <= 1.0
-        round_summary = json.loads((tmp_path / f"results/{name}/round_001/aggregate.json").read_text())
+        round_summary = json.loads((workdir / f"results/{name}/round_001/aggregate.json").read_text())
         assert round_summary["strategy"] == strategy["name"] and round_summary["clients"] == [0, 1]
-    dp_round = json.loads((tmp_path / "results/dp/round_001/aggregate.json").read_text())
+    dp_round = json.loads((workdir / "results/dp/round_001/aggregate.json").read_text())
     assert dp_round["dp_epsilon"] > 0 and dp_round["dp_delta"] == 1e-5
-    lora_round = json.loads((tmp_path / "results/lora_exact/round_001/aggregate.json").read_text())
+    lora_round = json.loads((workdir / "results/lora_exact/round_001/aggregate.json").read_text())
     assert lora_round["lora"]["fedit_error"] > 0  # averaging A and B apart is not the mean product
-    flora_round = json.loads((tmp_path / "results/flora/round_001/aggregate.json").read_text())
-    flora_config = json.loads((tmp_path / "results/flora/round_001/global/adapter_config.json").read_text())
+    flora_round = json.loads((workdir / "results/flora/round_001/aggregate.json").read_text())
+    flora_config = json.loads((workdir / "results/flora/round_001/global/adapter_config.json").read_text())
     assert flora_round["lora_rank"] == flora_config["r"] == 2 * config["defaults"]["lora"]["r"]  # K·r after round 1
-    adam_state = tmp_path / "results/fedadam/round_001/server_state.safetensors"
-    assert adam_state.stat().st_size > (tmp_path / "results/fedavg/round_001/server_state.safetensors").stat().st_size
+    adam_state = workdir / "results/fedadam/round_001/server_state.safetensors"
+    assert adam_state.stat().st_size > (workdir / "results/fedavg/round_001/server_state.safetensors").stat().st_size
+
+
+def test_the_papers_tables_hold_the_runs(comparison_run):
+    workdir, _ = comparison_run
+    table1 = _csv(workdir / "results/tables/table1.csv")
+    central = next(row for row in table1 if row["Strategy"] == "Centralized")
+    fedavg = next(row for row in table1 if row["Strategy"] == "fedavg")
+    # α=0.5 averages fedavg and median (same strategy name, a note says so); α=1 is fedavg_a1.
+    average = (float(fedavg["α=0.5"]) + float(fedavg["α=1"])) / 2
+    assert float(fedavg["Avg"]) == pytest.approx(average)
+    assert float(fedavg["vs. centralized"]) == pytest.approx(average - float(central["Avg"]))
+
+    table3 = (workdir / "results/tables/table3.md").read_text()
+    assert "| Centralized (full fine-tuning) | — | — | — |" in table3
+    assert "| Centralized + LoRA | centralized |" in table3 and "| Single site + LoRA | local |" in table3
+
+    table4 = {row["Experiment"]: row for row in _csv(workdir / "results/tables/table4.csv")}
+    assert set(STRATEGIES) <= set(table4)
+    row = table4["fedavg"]
+    assert float(row["Client (s)"]) > 0 and float(row["Server (s)"]) > 0
+    assert row["Client (GPU-h)"] == ""  # the tiny config has no GPU
+    aggregate = json.loads((workdir / "results/fedavg/round_001/aggregate.json").read_text())
+    assert float(row["Comm. (GB)"]) == pytest.approx(aggregate["bytes_uploaded"] / 1e9)
+    assert 0 < float(row["Comm. / full (%)"]) < 100
+
+    tex = (workdir / "results/tables/table1.tex").read_text()
+    assert r"\toprule" in tex and r"$\alpha$=0.5" in tex
+    assert (workdir / "results/accuracy_vs_bytes.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_report_collects_tables_and_figures(comparison_run):
+    """`snakemake --report` embeds the three tables in every format and both curves, byte for byte."""
+    workdir, _ = comparison_run
+    snakemake(workdir, "--report", "report.html")
+    results = report_results((workdir / "report.html").read_text(encoding="utf-8"))
+    for path in [*PAPER_FILES, "results/accuracy_vs_bytes.png", "results/score_vs_round.png",
+                 "results/summary.csv", "results/fedavg/partition/heatmap.png"]:
+        assert path in results, path
+        assert embedded_bytes(results[path]) == (workdir / path).read_bytes(), path
+    assert "FedUMM Table 1" in results["results/tables/table1.csv"]["caption"]

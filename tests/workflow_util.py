@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import copy
+import json
 import os
 import subprocess
 import sys
+from html.parser import HTMLParser
 from pathlib import Path
 
 import yaml
@@ -76,3 +79,36 @@ def job_counts(dry_run_output: str) -> dict[str, int]:
             break
         counts[parts[0]] = int(parts[1])
     return counts
+
+
+class _ScriptText(HTMLParser):
+    """The text of the `<script id="results">` element, where Snakemake's report embeds its files."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inside = False
+        self.text = ""
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.inside = tag == "script" and ("id", "results") in attrs
+
+    def handle_endtag(self, tag: str) -> None:
+        self.inside = False
+
+    def handle_data(self, data: str) -> None:
+        if self.inside:
+            self.text += data
+
+
+def report_results(html: str) -> dict[str, dict]:
+    """The files embedded in a `snakemake --report` HTML file, by path: name, caption, data_uri, ..."""
+    parser = _ScriptText()
+    parser.feed(html)
+    assignment = parser.text.strip()
+    assert assignment.startswith("var results = "), assignment[:80]
+    return json.loads(assignment.removeprefix("var results = ").rstrip(";"))
+
+
+def embedded_bytes(entry: dict) -> bytes:
+    """The bytes of one embedded report file."""
+    return base64.b64decode(entry["data_uri"].split("base64,", 1)[1])

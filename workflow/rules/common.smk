@@ -80,6 +80,42 @@ def adapter_files(directory):
     }
 
 
+# ---------------------------------------------------------------- partitions and embeddings (issue 4)
+
+import re
+
+from fedumm import partition as fedumm_partition
+
+
+def names_regex(names):
+    """A wildcard regex that matches exactly ``names`` (and nothing when there are none)."""
+    return "|".join(re.escape(name) for name in sorted(names)) or "(?!)"
+
+
+def embedding_file(embedder, dataset, split):
+    return f"results/embeddings/{embedder}/{dataset}/{split}.safetensors"
+
+
+def partition_embedder(exp):
+    """The embedder whose embeddings an experiment's partition reads (clusters, projection), or None."""
+    return EXPERIMENTS[exp]["partition"].get("embedder")
+
+
+def partition_experiments(projected):
+    """Regex of the experiments whose partition does (projected=True) or does not read embeddings."""
+    return names_regex([exp for exp in EXPERIMENTS if bool(partition_embedder(exp)) == projected])
+
+
+def partition_inputs(wildcards):
+    e = EXPERIMENTS[wildcards.exp]
+    inputs = {"data": dataset_dir(e["dataset"])}
+    embedder = partition_embedder(wildcards.exp)
+    if embedder:
+        for split in fedumm_partition.SPLITS:
+            inputs[f"{split}_embeddings"] = embedding_file(embedder, e["dataset"], split)
+    return inputs
+
+
 # ---------------------------------------------------------------- input functions
 
 
@@ -164,6 +200,8 @@ def evaluate_inputs(wildcards):
     inputs = {
         "base": base_model_dir(e["model"]),
         "data": dataset_dir(e["dataset"]),
+        # Each client's own evaluation ids, for the personalized scores.
+        "partition": f"results/{wildcards.exp}/partition/clients",
         "adapters": [
             f"{directory}/adapter_model.safetensors"
             for directory in evaluated_adapter_dirs(wildcards.exp, wildcards.r).values()
@@ -198,6 +236,49 @@ def round_summaries(exp):
     return [f"{round_dir(exp, r)}/aggregate.json" for r in range(1, e["rounds"] + 1)]
 
 
+# ---------------------------------------------------------------- paper tables (rule paper_tables)
+
+PAPER_TABLE_TITLES = {"table1": "Table 1", "table3": "Table 3", "table4": "Table 4"}
+"""FedUMM's tables that rule paper_tables writes, as results/tables/{name}.{format}."""
+PAPER_TABLE_FORMATS = ("csv", "md", "tex")
+
+
+def rule_gpus(rule_name):
+    """GPUs per job of a rule (config.resources.default overlaid with the rule's entry); 0 for none."""
+    return {**config["resources"]["default"], **config["resources"].get(rule_name, {})}.get("gpu") or 0
+
+
+def benchmark_files(exp):
+    """Benchmark TSVs of an experiment's client_train and aggregate jobs by round (paths as in federated.smk)."""
+    rounds = range(1, EXPERIMENTS[exp]["rounds"] + 1)
+    return {
+        "client_train": {
+            r: [
+                f"benchmarks/client_train/{exp}/round_{r:03d}_client_{k}.tsv"
+                for k in federation.sampled_clients(EXPERIMENTS[exp], r)
+            ]
+            for r in rounds
+        },
+        "aggregate": {r: [f"benchmarks/aggregate/{exp}/round_{r:03d}.tsv"] for r in rounds},
+    }
+
+
+def paper_table_base_models():
+    """Base model directory of each model a federated experiment uses (its size is Table 4's full fine-tuning)."""
+    models = {e["model"] for e in EXPERIMENTS.values() if e["kind"] == "federated"}
+    return {model: base_model_dir(model) for model in sorted(models)}
+
+
+def paper_table_outputs():
+    return [
+        *(f"results/tables/{table}.{ext}" for table in PAPER_TABLE_TITLES for ext in PAPER_TABLE_FORMATS),
+        "results/accuracy_vs_bytes.png",
+    ]
+
+
+# ---------------------------------------------------------------- end of paper tables
+
+
 def all_outputs():
     return [
         *(f"results/{exp}/metrics.csv" for exp in EXPERIMENTS),
@@ -206,4 +287,5 @@ def all_outputs():
         "results/summary.csv",
         "results/summary.md",
         "results/score_vs_round.png",
+        *paper_table_outputs(),
     ]
