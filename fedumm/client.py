@@ -14,7 +14,7 @@ from pathlib import Path
 
 from safetensors.torch import save
 
-from fedumm import batches, data, inference, model, strategies
+from fedumm import batches, data, inference, model, partition, strategies
 from fedumm.alignment import mean_alignment_error
 from fedumm.client_algorithms import ClientContext, for_strategy
 from fedumm.io import atomic_write_json
@@ -74,6 +74,7 @@ def train_client(
     base_dir: Path,
     start_adapter: Path,
     index_file: Path,
+    round_index: int,
     shards: dict[str, list[Path]],
     feature_files: dict[str, Path] | None,
     train_config: dict,
@@ -86,7 +87,10 @@ def train_client(
     server_state: Path | None = None,
     previous_client_dir: Path | None = None,
 ) -> dict:
-    """Train one client for one round; return (and write) its metrics.
+    """Train one client for round ``round_index``; return (and write) its metrics.
+
+    The client trains on its partition's train ids of that round (all of them, or the round's
+    part of a one-pass partition: ``fedumm.partition.round_train_ids``).
 
     ``shards`` and ``feature_files`` map split names (train, val) to the dataset's shards and,
     with a frozen vision encoder, to the cached features. ``strategy`` (the experiment's
@@ -99,19 +103,20 @@ def train_client(
     base, tokenizer, spec = model.load_base(base_dir)
 
     index = json.loads(index_file.read_text())
+    ids_by_split = {"train": partition.round_train_ids(index, round_index), "val": index["val"]}
     visual_by_split = {}
     records_by_split = {}
-    for split in ("train", "val"):
-        records_by_split[split] = client_records(shards[split], index[split])
+    for split, ids in ids_by_split.items():
+        records_by_split[split] = client_records(shards[split], ids)
         visual_by_split[split] = batches.VisualSource(
             shards[split],
-            set(index[split]),
+            set(ids),
             feature_file=feature_files[split] if feature_files else None,
             transform=None if feature_files else model.image_transform(spec),
         )
 
     train_records = records_by_split["train"]
-    examples = batches.build_examples(train_records, tokenizer, ["vqa"])
+    examples = batches.build_examples(train_records, tokenizer)
     steps = batches.steps_for(
         len(examples), train_config["batch_size"], train_config["local_epochs"], train_config["local_steps"]
     )
@@ -157,7 +162,9 @@ def train_client(
         "steps": steps,
         "train_loss": sum(losses) / len(losses),
         "train_loss_last": losses[-1],
-        "val_vqa_accuracy": val_scores["vqa"]["accuracy"] if val_scores else None,
+        "val_vqa_accuracy": val_scores["vqa"]["accuracy"] if val_scores and val_scores["vqa"] else None,
+        # The primary score of the validation split (fedumm.evaluate.primary_metric), for non-VQA data.
+        "val_score": val_scores["score"] if val_scores else None,
         "val_samples": len(records_by_split["val"]),
         "alignment_error": alignment,
         "trained_groups": groups,

@@ -13,6 +13,7 @@ with log_to(snakemake.log[0]) as log:
         base_dir=Path(inputs.base),
         start_adapter=Path(inputs.start_weights).parent,
         index_file=Path(inputs.partition) / f"client_{k:03d}.json",
+        round_index=int(snakemake.wildcards.r),
         shards={split: data.split_shards(Path(inputs.data), split) for split in ("train", "val")},
         feature_files=(
             {split: Path(inputs[f"{split}_features"]) for split in ("train", "val")}

@@ -1,30 +1,63 @@
-"""Partition an experiment's data over its clients (rule partition)."""
+"""Partition an experiment's data over its clients and describe the partition (rule partition)."""
 
 from pathlib import Path
 
 from fedumm import data, partition
+from fedumm.io import atomic_write_json
 from fedumm.runlog import log_to
 
 with log_to(snakemake.log[0]) as log:
     spec = snakemake.params.partition
+    seed = snakemake.params.seed
+    inputs, outputs = snakemake.input, snakemake.output
     records = {
-        split: data.read_records(data.split_shards(Path(snakemake.input.data), split))
-        for split in ("train", "val", "test")
+        split: data.read_records(data.split_shards(Path(inputs.data), split)) for split in partition.SPLITS
     }
+    embeddings = None
+    if "train_embeddings" in inputs.keys():
+        # Imported here: fedumm.embeddings pulls in torch and transformers, which the
+        # partitions without an embedder do not need.
+        from fedumm.embeddings import load_embeddings
+
+        embeddings = {
+            split: load_embeddings(Path(inputs[f"{split}_embeddings"])).rows([r["id"] for r in rs])
+            for split, rs in records.items()
+        }
     parts = partition.partition_splits(
         {split: [partition.label_of(r, spec["label"]) for r in rs] for split, rs in records.items()},
         scheme=spec["scheme"],
         num_clients=snakemake.params.clients,
-        seed=snakemake.params.seed,
+        seed=seed,
         alpha=spec.get("alpha"),
         min_size=spec["min_size"],
+        sizes=spec.get("sizes", "dirichlet"),
+        exponent=spec.get("exponent"),
+        embeddings=embeddings,
+        mode=spec.get("mode", "image"),
+        max_cluster_size=spec.get("max_cluster_size"),
+        center=spec.get("center", True),
     )
+    rounds = partition.one_pass_rounds(parts["train"], spec["one_pass"], seed) if spec.get("one_pass") else None
+    if snakemake.params.pooled:
+        # The centralized baseline holds exactly the union of the federated clients' data.
+        parts = partition.pool(parts)
+        rounds = partition.pool_rounds(rounds) if rounds else None
     partition.write_partition(
-        Path(snakemake.output.clients),
-        Path(snakemake.output.counts),
-        Path(snakemake.output.heatmap),
-        records,
-        parts,
-        spec["label"],
+        Path(outputs.clients), Path(outputs.counts), Path(outputs.heatmap), records, parts, spec["label"],
+        train_rounds=rounds,
     )
-    log.info("train samples per client: %s", [len(p) for p in parts["train"]])
+    summary = partition.write_heterogeneity(
+        Path(outputs.heterogeneity), Path(outputs.heterogeneity_plot), records["train"], parts["train"], spec["label"]
+    )
+    sizes = partition.partition_sizes({split: len(rs) for split, rs in records.items()}, parts)
+    atomic_write_json(Path(outputs.sizes), {"scheme": spec["scheme"], "splits": sizes})
+    if "projection" in outputs.keys():
+        mode = spec["mode"] if spec["scheme"] == "cluster" else "joint"
+        partition.write_projection(
+            Path(outputs.projection), *embeddings["train"], parts["train"], mode,
+            f"{snakemake.wildcards.exp}: train samples by client\nPCA of {mode} embeddings ({spec['embedder']})",
+            center=spec.get("center", True),
+        )
+    log.info("train samples per client: %s; unassigned: %s", sizes["train"]["clients"],
+             {split: s["unassigned"] for split, s in sizes.items()})
+    log.info("mean pairwise JS divergence of %s: %.4f", spec["label"], summary["mean_pairwise_js_divergence"])

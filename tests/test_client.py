@@ -45,12 +45,14 @@ def world(tmp_path_factory) -> dict:
     return {"root": root, "dataset": dataset, "features": feature_files, "parts": parts}
 
 
-def _train(world, out: str, groups, use_features=True, **train_overrides) -> dict:
+def _train(world, out: str, groups, use_features=True, index="client_001.json", round_index=1,
+           **train_overrides) -> dict:
     root = world["root"]
     return train_client(
         base_dir=root / "base",
         start_adapter=root / "global",
-        index_file=root / "index" / "client_001.json",
+        index_file=root / "index" / index,
+        round_index=round_index,
         shards={s: data.split_shards(world["dataset"], s) for s in ("train", "val")},
         feature_files=world["features"] if use_features else None,
         train_config={**TRAIN, **train_overrides},
@@ -85,6 +87,15 @@ def test_client_trains_only_its_groups_and_reports_metrics(world):
     language = {name for name in state if model.parameter_group(name) == "language"}
     assert metrics["bytes_uploaded"] == upload_size(state, language, {})
     assert json.loads((world["root"] / "lora_only" / "metrics.json").read_text())["steps"] == 4
+
+
+def test_a_one_pass_client_trains_on_the_rounds_part_only(world):
+    index = json.loads((world["root"] / "index" / "client_001.json").read_text())
+    parts = [index["train"][:5], index["train"][5:12]]
+    (world["root"] / "index" / "one_pass.json").write_text(json.dumps({**index, "train_rounds": parts}))
+    # Round 2 reads part 2, round 3 starts a second pass over part 1.
+    assert _train(world, "pass_2", ["language"], index="one_pass.json", round_index=2)["num_samples"] == 7
+    assert _train(world, "pass_3", ["language"], index="one_pass.json", round_index=3)["num_samples"] == 5
 
 
 def test_connector_round_leaves_lora_untouched(world):

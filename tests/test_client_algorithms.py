@@ -29,6 +29,7 @@ def _train(world, out: str, strategy: dict, server_state=None, previous=None, gr
         base_dir=root / "base",
         start_adapter=root / start,
         index_file=root / "index" / "client_001.json",
+        round_index=1,
         shards={s: data.split_shards(world["dataset"], s) for s in ("train", "val")},
         feature_files=world["features"],
         train_config={**TRAIN, **overrides},

@@ -29,7 +29,7 @@ def _assert_exact_cover(parts: list[list[int]], n: int) -> None:
     n_train=st.integers(10, 150),
     n_test=st.integers(0, 60),
     num_clients=st.integers(1, 8),
-    scheme=st.sampled_from(P.SCHEMES),
+    scheme=st.sampled_from(P.LABEL_SCHEMES),
     alpha=st.floats(0.05, 100.0),
     seed=st.integers(0, 2**32 - 1),
     n_values=st.integers(1, 6),
