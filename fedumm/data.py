@@ -97,6 +97,9 @@ RECORD_KEYS: frozenset[str] = frozenset(
         "objects",
     }
 )
+# Image members a shard may hold: shapes writes PNG; real datasets keep their original
+# JPEG or PNG bytes (no re-encoding). The extension is the member name's, lower-case.
+IMAGE_EXTENSIONS: tuple[str, ...] = ("png", "jpg", "jpeg")
 NUM_ANNOTATORS = 10
 MAX_WRONG_ANSWERS = 3
 MIN_IMAGE_SIZE = 32
@@ -408,11 +411,22 @@ def _add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 
 
 def write_shard(path: Path, samples: Iterable[tuple[dict, Image.Image]]) -> None:
-    """Atomically write ``(record, image)`` pairs as a webdataset tar shard."""
+    """Atomically write ``(record, image)`` pairs as a webdataset tar shard (PNG images)."""
+    write_encoded_shard(path, ((record, "png", _png_bytes(image)) for record, image in samples))
+
+
+def write_encoded_shard(path: Path, samples: Iterable[tuple[dict, str, bytes]]) -> None:
+    """Atomically write ``(record, image extension, encoded image bytes)`` as a webdataset tar shard.
+
+    Members are ``{id}.json`` then ``{id}.{extension}``; the extension must be one of
+    :data:`IMAGE_EXTENSIONS`.
+    """
     with atomic_path(path) as tmp, tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
-        for record, image in samples:
+        for record, extension, image_bytes in samples:
+            if extension not in IMAGE_EXTENSIONS:
+                raise ValueError(f"sample {record['id']!r}: image extension must be one of {IMAGE_EXTENSIONS}, got {extension!r}")
             _add_member(tar, f"{record['id']}.json", json.dumps(record, sort_keys=True).encode("utf-8"))
-            _add_member(tar, f"{record['id']}.png", _png_bytes(image))
+            _add_member(tar, f"{record['id']}.{extension}", image_bytes)
 
 
 def value_counts(records: Iterable[dict], fields: Iterable[str] = CARD_FIELDS) -> dict[str, dict[str, int]]:
@@ -518,28 +532,40 @@ def read_records(shards: Iterable[Path]) -> list[dict]:
 
 
 def read_samples(shards: Iterable[Path], ids: set[str] | None = None) -> list[dict]:
-    """Records with an extra ``"image"`` (RGB ``PIL.Image``), optionally only those in ``ids``."""
+    """Records with an extra ``"image"`` (RGB ``PIL.Image``), optionally only those in ``ids``.
+
+    Each sample's image is its one ``.png``, ``.jpg`` or ``.jpeg`` member (:data:`IMAGE_EXTENSIONS`).
+    """
     samples = []
     for shard in shards:
         parts: dict[str, dict[str, bytes]] = {}
         for key, ext, data in _iter_members(shard, lambda key, ext: ids is None or key in ids):
             parts.setdefault(key, {})[ext] = data
         for key, files in parts.items():
-            if "json" not in files or "png" not in files:
-                raise ValueError(f"shard {shard}: sample {key!r} lacks a .json or .png member")
+            images = [ext for ext in IMAGE_EXTENSIONS if ext in files]
+            if "json" not in files or len(images) != 1:
+                raise ValueError(
+                    f"shard {shard}: sample {key!r} needs a .json and exactly one image member "
+                    f"({', '.join('.' + e for e in IMAGE_EXTENSIONS)}), has {sorted(files)}"
+                )
             record = json.loads(files["json"])
-            with Image.open(io.BytesIO(files["png"])) as image:
+            with Image.open(io.BytesIO(files[images[0]])) as image:
                 record["image"] = image.convert("RGB")
             samples.append(record)
     return samples
 
 
 def vocabulary(records: Iterable[dict]) -> list[str]:
-    """Sorted unique whitespace-separated words of questions, all answers, captions and labels."""
+    """Sorted unique whitespace-separated words of questions, all answers, captions and labels.
+
+    Captions are ``caption`` plus, when a record has them, every reference in ``captions``.
+    """
     words: set[str] = set()
     for record in records:
         words.update(record["question"].split())
         words.update(record["caption"].split())
+        for caption in record.get("captions", ()):
+            words.update(caption.split())
         words.update(record["label"].split())
         for answer in record["answers"]:
             words.update(answer["answer"].split())
