@@ -17,6 +17,7 @@ import jsonschema
 import yaml
 
 from fedumm import strategies
+from fedumm.partition import cluster_size_cap
 
 EXPERIMENT_KINDS = ("federated", "centralized", "local")
 
@@ -164,6 +165,7 @@ def _check_experiment(name: str, experiment: dict, config: dict) -> None:
                 f"config key '{where}.partition.min_size': {experiment['clients']} clients × "
                 f"min_size {partition['min_size']} exceeds the {train_size} training samples"
             )
+    _check_partition(where, experiment, config, train_size)
     tuning = experiment["tuning"]
     if tuning["mode"] == "two_stage" and tuning["connector_rounds"] >= experiment["rounds"]:
         raise ConfigError(
@@ -172,6 +174,47 @@ def _check_experiment(name: str, experiment: dict, config: dict) -> None:
         )
     if experiment["eval"]["split"] == "val" and config["datasets"][experiment["dataset"]]["splits"]["val"] == 0:
         raise ConfigError(f"config key '{where}.eval.split': dataset {experiment['dataset']!r} has no val split")
+
+
+def _check_partition(where: str, experiment: dict, config: dict, train_size: int) -> None:
+    """Partition checks that need more than the schema: names, and sizes against the dataset."""
+    partition = experiment["partition"]
+    embedder = partition.get("embedder")
+    known = config.get("embedders") or {}
+    if embedder is not None and embedder not in known:
+        raise ConfigError(
+            f"config key '{where}.partition.embedder': unknown embedder {embedder!r} "
+            f"(defined: {', '.join(sorted(known)) or 'none; add an embedders: entry'})"
+        )
+    if partition["scheme"] == "quantity" and experiment["clients"] * partition["min_size"] > train_size:
+        raise ConfigError(
+            f"config key '{where}.partition.min_size': {experiment['clients']} clients × "
+            f"min_size {partition['min_size']} exceeds the {train_size} training samples"
+        )
+    if partition["scheme"] == "cluster":
+        try:
+            cap = cluster_size_cap(partition.get("max_cluster_size"), train_size)
+        except ValueError as error:
+            raise ConfigError(f"config key '{where}.partition.max_cluster_size': {error}") from None
+        if cap is not None and cap < partition["min_size"]:
+            raise ConfigError(
+                f"config key '{where}.partition.max_cluster_size': caps clusters at {cap} training "
+                f"samples, below min_size {partition['min_size']}"
+            )
+
+
+def _check_mixture(name: str, spec: dict, datasets: dict) -> None:
+    """A mixture's parts must be other, non-mixture datasets of the config that have its splits."""
+    where = f"config key 'datasets.{name}.parts'"
+    for part in spec["parts"]:
+        if part not in datasets:
+            raise ConfigError(f"{where}: unknown dataset {part!r} (defined: {', '.join(sorted(datasets))})")
+        # Mixtures of mixtures are refused: it rules out cycles, and `dataset` names one source.
+        if datasets[part]["kind"] == "mixture":
+            raise ConfigError(f"{where}: {part!r} is itself a mixture; list its parts instead")
+        lacking = [s for s, n in spec["splits"].items() if n > 0 and s not in datasets[part].get("splits", {})]
+        if lacking:
+            raise ConfigError(f"{where}: part {part!r} has no {lacking[0]!r} split")
 
 
 def _check_model(name: str, model: dict, config: dict) -> None:
@@ -190,6 +233,9 @@ def _check_model(name: str, model: dict, config: dict) -> None:
 def load_experiments(config: dict, schema: dict) -> dict[str, dict]:
     """Validate ``config`` and return every experiment, fully resolved, by name."""
     validate_schema(config, schema)
+    for name, spec in config["datasets"].items():
+        if spec["kind"] == "mixture":
+            _check_mixture(name, spec, config["datasets"])
     for name, model in config["models"].items():
         _check_model(name, model, config)
     experiments = {
