@@ -36,14 +36,15 @@ import io
 import zlib
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-# A bare Figure renders with the Agg canvas without touching pyplot's global backend.
-from matplotlib import colormaps
-from matplotlib.figure import Figure
 
 from fedumm import clustering
 from fedumm.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 LABEL_FIELDS: dict[str, str] = {
     "answer": "multiple_choice_answer",
@@ -628,6 +629,17 @@ def heterogeneity_summary(values: list[str], counts: np.ndarray, label_field: st
     }
 
 
+def _figure(figsize: tuple[float, float]) -> Figure:
+    """A bare Figure, which renders with the Agg canvas without touching pyplot's global backend.
+
+    matplotlib is imported here, not with the module: client jobs import this module for
+    ``round_train_ids`` and never draw.
+    """
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=figsize)
+
+
 def _png(fig: Figure) -> bytes:
     fig.tight_layout()
     buffer = io.BytesIO()
@@ -638,7 +650,7 @@ def _png(fig: Figure) -> bytes:
 def heterogeneity_png(matrix: np.ndarray, title: str) -> bytes:
     """PNG bytes of a client × client divergence matrix on a fixed [0, 1] colour scale."""
     k = len(matrix)
-    fig = Figure(figsize=(max(5.0, 0.35 * k + 2.5), max(3.5, 0.35 * k + 2.0)))
+    fig = _figure((max(5.0, 0.35 * k + 2.5), max(3.5, 0.35 * k + 2.0)))
     ax = fig.add_subplot()
     image = ax.imshow(np.ma.masked_invalid(matrix), vmin=0.0, vmax=1.0, cmap="magma", interpolation="nearest")
     ticks = [str(c) for c in range(k)]
@@ -658,7 +670,7 @@ def projection_png(points: np.ndarray, client_of: np.ndarray, title: str) -> byt
     needs no extra dependency and is deterministic.
     """
     points, client_of = np.asarray(points), np.asarray(client_of)
-    fig = Figure(figsize=(5.5, 4.5))
+    fig = _figure((5.5, 4.5))
     ax = fig.add_subplot()
     unassigned = client_of < 0
     if unassigned.any():
@@ -677,6 +689,8 @@ def projection_png(points: np.ndarray, client_of: np.ndarray, title: str) -> byt
 
 def _colours(n: int) -> list:
     """``n`` distinct colours: tab10 up to 10, tab20 up to 20, then evenly spaced on turbo."""
+    from matplotlib import colormaps
+
     if n <= 10:
         return [colormaps["tab10"](i) for i in range(n)]
     if n <= 20:
@@ -697,7 +711,7 @@ def counts_csv(values: list[str], counts: np.ndarray) -> str:
 def heatmap_png(values: list[str], counts: np.ndarray, title: str, xlabel: str = "label") -> bytes:
     """PNG bytes of a client × label count heatmap with axis labels and a colour bar."""
     n_clients, n_values = counts.shape
-    fig = Figure(figsize=(max(4.0, 0.45 * n_values + 2.5), max(3.0, 0.35 * n_clients + 2.0)))
+    fig = _figure((max(4.0, 0.45 * n_values + 2.5), max(3.0, 0.35 * n_clients + 2.0)))
     ax = fig.add_subplot()
     image = ax.imshow(counts, aspect="auto", cmap="viridis", interpolation="nearest")
     ax.set_xticks(range(n_values), labels=values, rotation=90, fontsize=8)
