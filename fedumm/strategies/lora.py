@@ -276,7 +276,10 @@ class LoraFedAvg:
         step = combine_deltas(client_deltas(averaged, updates), weights)
         new = {name: averaged[name] + step[name] for name in averaged}
         # Round 1 of stack: the round-0 adapter adds nothing (B = 0), so its rank is not kept.
-        empty_stack = all(torch.count_nonzero(global_weights[b_name]) == 0 for _, b_name in pairs.values())
+        empty_stack = self.mode == "stack" and all(
+            torch.count_nonzero(global_weights[b_name]) == 0 for _, b_name in pairs.values()
+        )
+        rank = None
 
         per_module = {}
         for prefix, (a_name, b_name) in pairs.items():
@@ -293,6 +296,7 @@ class LoraFedAvg:
                     Bs, As, weights,
                 )
                 stats = dataclasses.replace(stats, truncation_error=0.0)
+                rank = B.shape[1]
             if self.mode in ("exact", "stack"):
                 new[b_name] = B.to(global_weights[b_name].dtype)
                 new[a_name] = A.to(global_weights[a_name].dtype)
@@ -300,9 +304,6 @@ class LoraFedAvg:
                 new[a_name] = global_weights[a_name]
             per_module[prefix.rstrip(".")] = stats
 
-        rank = None
-        if self.mode == "stack" and pairs:
-            rank = next(iter(new[b_name] for _, b_name in pairs.values())).shape[1]
         return AggregationResult(
             weights={name: new[name] for name in global_weights},
             server_state={},
