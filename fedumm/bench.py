@@ -23,9 +23,10 @@ from pathlib import Path
 import torch
 import yaml
 
-from fedumm import model, text
-from fedumm.strategies.lora import exact_product_mean
-from fedumm.training import OptimConfig, configure_torch, train
+from fedumm.federated.strategies.lora import exact_product_mean
+from fedumm.models import adapters, text
+from fedumm.models.training import OptimConfig, configure_torch, train
+from fedumm.models.vlm import build_vlm
 
 REPO = Path(__file__).resolve().parents[1]
 _LORA = {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"], "vision_target_modules": []}
@@ -39,8 +40,8 @@ def tiny_spec() -> dict:
 
 
 def _steps_per_second(vlm, batch: dict, steps: int) -> float:
-    peft_model = model.attach_adapter(vlm, model.adapter_config(_LORA, connector_trainable=True), seed=0)
-    model.trainable_groups(peft_model, {"language", "connector"})
+    peft_model = adapters.attach_adapter(vlm, adapters.adapter_config(_LORA, connector_trainable=True), seed=0)
+    adapters.trainable_groups(peft_model, {"language", "connector"})
     start = time.perf_counter()
     train(peft_model, (batch for _ in range(steps)), steps, OptimConfig(lr=1e-3), torch.device("cpu"), "bench")
     elapsed = time.perf_counter() - start
@@ -51,7 +52,7 @@ def _steps_per_second(vlm, batch: dict, steps: int) -> float:
 def feature_cache(batch_size: int, steps: int, threads: int) -> dict:
     configure_torch(0, threads)
     tokenizer = text.build_wordlevel_tokenizer(["what color is the circle ?", "red"])
-    vlm = model.build_vlm(tiny_spec(), vocab_size=len(tokenizer), seed=0)
+    vlm = build_vlm(tiny_spec(), vocab_size=len(tokenizer), seed=0)
     size = vlm.vision_tower.config.image_size
     pixels = torch.randn(batch_size, 3, size, size)
     with torch.no_grad():

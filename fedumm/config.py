@@ -16,8 +16,8 @@ from typing import Any
 import jsonschema
 import yaml
 
-from fedumm import strategies
-from fedumm.partition import cluster_size_cap
+from fedumm.federated import strategies
+from fedumm.partition.schemes import cluster_size_cap
 
 EXPERIMENT_KINDS = ("federated", "centralized", "local")
 
@@ -139,7 +139,7 @@ def _check_experiment(name: str, experiment: dict, config: dict) -> None:
         strategy = strategies.build(experiment["strategy"])
     except (KeyError, TypeError, ValueError) as error:
         raise ConfigError(f"config key '{where}.strategy': {error}") from None
-    if experiment["kind"] == "local" and strategies.client_needs(strategy)["server_state"]:
+    if experiment["kind"] == "local" and strategy.client_needs_server_state:
         raise ConfigError(
             f"config key '{where}.strategy': the clients of {experiment['strategy']['name']!r} read the "
             "server's state, and the local kind has no server"

@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
+from fedumm.federated.server import aggregate_round
 from fedumm.runlog import log_to
-from fedumm.server import aggregate_round
 
 with log_to(snakemake.log[0]) as log:
     client_dirs = {int(Path(m).parent.name): Path(m).parent for m in snakemake.input.metrics}

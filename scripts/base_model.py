@@ -2,14 +2,14 @@
 
 from pathlib import Path
 
-from fedumm import data
-from fedumm.base_model import build_base_model
+from fedumm.data import shards
+from fedumm.models.pretrain import build_base_model
 from fedumm.runlog import log_to
 
 with log_to(snakemake.log[0]) as log:
     spec = snakemake.params.spec
     public = (
-        data.split_shards(Path(snakemake.input.public), spec["pretrain"].get("split", "public"))
+        shards.split_shards(Path(snakemake.input.public), spec["pretrain"].get("split", "public"))
         if snakemake.input.public
         else []
     )

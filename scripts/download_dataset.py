@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from fedumm import sources
+from fedumm.data import sources
 from fedumm.io import atomic_write_json
 from fedumm.runlog import log_to
 

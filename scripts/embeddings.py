@@ -3,10 +3,10 @@
 import json
 from pathlib import Path
 
-from fedumm import data
-from fedumm.embeddings import embed_split
+from fedumm.data import shards
+from fedumm.models.training import configure_torch
+from fedumm.partition.embeddings import embed_split
 from fedumm.runlog import log_to
-from fedumm.training import configure_torch
 
 with log_to(snakemake.log[0]) as log:
     spec = snakemake.params.spec
@@ -14,6 +14,6 @@ with log_to(snakemake.log[0]) as log:
     dataset = Path(snakemake.input.data)
     split = snakemake.wildcards.split
     total = json.loads((dataset / "card.json").read_text())["num_samples"][split]
-    count = embed_split(spec, data.split_shards(dataset, split), Path(snakemake.output[0]), device, total=total)
+    count = embed_split(spec, shards.split_shards(dataset, split), Path(snakemake.output[0]), device, total=total)
     log.info("embedded %d samples of %s/%s with %s on %s", count, snakemake.wildcards.dataset, split,
              snakemake.wildcards.embedder, device)

@@ -2,20 +2,20 @@
 
 from pathlib import Path
 
-from fedumm import data
-from fedumm.inference import evaluate_adapters
+from fedumm.data import shards
+from fedumm.evaluation.evaluate import evaluate_adapters
 from fedumm.io import atomic_write_json
+from fedumm.models.training import configure_torch
 from fedumm.runlog import log_to
-from fedumm.training import configure_torch
 
 with log_to(snakemake.log[0]) as log:
     device = configure_torch(0, snakemake.threads)
     scores = evaluate_adapters(
         base_dir=Path(snakemake.input.base),
         adapters={name: Path(d) for name, d in snakemake.params.adapters.items()},
-        shards=data.split_shards(Path(snakemake.input.data), snakemake.params.eval["split"]),
+        shards=shards.split_shards(Path(snakemake.input.data), snakemake.params.eval["split"]),
         feature_file=Path(snakemake.input.features) if "features" in snakemake.input.keys() else None,
-        train_shards=data.split_shards(Path(snakemake.input.data), "train"),
+        train_shards=shards.split_shards(Path(snakemake.input.data), "train"),
         partition_dir=Path(snakemake.input.partition),
         eval_config=snakemake.params.eval,
         device=device,

@@ -2,13 +2,13 @@
 
 from pathlib import Path
 
-from fedumm import lineage, report
+from fedumm.reports import lineage, summary
 from fedumm.runlog import log_to
 
 with log_to(snakemake.log[0]) as log:
-    evals = {report.read_eval(path)["round"]: Path(path) for path in snakemake.input.evals}
-    rows = report.eval_rows(snakemake.wildcards.exp, evals)
-    report.write_metrics_csv(rows, snakemake.output.metrics)
+    evals = {summary.read_eval(path)["round"]: Path(path) for path in snakemake.input.evals}
+    rows = summary.eval_rows(snakemake.wildcards.exp, evals)
+    summary.write_metrics_csv(rows, snakemake.output.metrics)
     records = lineage.lineage_records(
         [Path(p) for p in snakemake.input.adapters], snakemake.params.config_hash, lineage.code_version()
     )

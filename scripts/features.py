@@ -2,18 +2,19 @@
 
 from pathlib import Path
 
-from fedumm import data, model
-from fedumm.features import extract_features
+from fedumm.data import shards
+from fedumm.models import images, vlm
+from fedumm.models.features import extract_features
+from fedumm.models.training import configure_torch
 from fedumm.runlog import log_to
-from fedumm.training import configure_torch
 
 with log_to(snakemake.log[0]) as log:
     device = configure_torch(0, snakemake.threads)
-    vlm, _, spec = model.load_base(Path(snakemake.input.base))
+    model, _, spec = vlm.load_base(Path(snakemake.input.base))
     count = extract_features(
-        vlm,
-        model.image_transform(spec),
-        data.split_shards(Path(snakemake.input.data), snakemake.wildcards.split),
+        model,
+        images.image_transform(spec),
+        shards.split_shards(Path(snakemake.input.data), snakemake.wildcards.split),
         Path(snakemake.output[0]),
         batch_size=snakemake.params.batch_size,
         device=device,

@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
+from fedumm.federated.initial import initial_adapter
 from fedumm.runlog import log_to
-from fedumm.server import initial_adapter
 
 with log_to(snakemake.log[0]) as log:
     initial_adapter(

@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
+from fedumm.data.sources import mixture
 from fedumm.runlog import log_to
-from fedumm.sources import mixture
 
 with log_to(snakemake.log[0]) as log:
     spec = snakemake.params.spec

@@ -3,7 +3,7 @@
 import json
 from pathlib import Path
 
-from fedumm import sources
+from fedumm.data import sources
 from fedumm.runlog import log_to
 
 with log_to(snakemake.log[0]) as log:

@@ -1,21 +1,21 @@
 """FedUMM Tables 1, 3 and 4 and the score-vs-bytes curve from every experiment (rule paper_tables)."""
 
-from fedumm import report, tables
+from fedumm.reports import accounting, summary, tables
 from fedumm.runlog import log_to
 
 with log_to(snakemake.log[0]) as log:
     params = snakemake.params
     entries = {
-        name: report.experiment_entry(name, experiment, params.eval_files[name], params.round_files[name])
+        name: summary.experiment_entry(name, experiment, params.eval_files[name], params.round_files[name])
         for name, experiment in sorted(params.experiments.items())
     }
     runs = [
-        tables.run_record(name, params.experiments[name], report.summary_row(entry))
+        tables.run_record(name, params.experiments[name], summary.summary_row(entry))
         for name, entry in entries.items()
     ]
     model_bytes = {}
     for model, base_dir in params.base_models.items():
-        size = tables.read_model_size(base_dir)
+        size = accounting.read_model_size(base_dir)
         if size is None:
             log.warning("model %s: config not readable here, full fine-tuning size unknown", model)
             model_bytes[model] = None
@@ -36,8 +36,8 @@ with log_to(snakemake.log[0]) as log:
     built = {"table1": tables.table1(runs), "table3": tables.table3(runs), "table4": tables.table4(compute, params.gpus)}
     for name, table in built.items():
         tables.write_table(table, {extension: snakemake.output[f"{name}_{extension}"] for extension in tables.FORMATTERS})
-    report.plot_accuracy_vs_bytes(
-        {name: report.cumulative_bytes_curve(e["metrics"], e["bytes_uploaded"]) for name, e in entries.items() if e["kind"] == "federated"},
+    summary.plot_accuracy_vs_bytes(
+        {name: summary.cumulative_bytes_curve(e["metrics"], e["bytes_uploaded"]) for name, e in entries.items() if e["kind"] == "federated"},
         {run["name"]: run["score"] for run in runs if run["kind"] != "federated"},
         {run["name"]: run["metric"] for run in runs},
         snakemake.output.bytes_plot,

@@ -2,8 +2,9 @@
 
 from pathlib import Path
 
-from fedumm import data, partition
+from fedumm.data import shards
 from fedumm.io import atomic_write_json
+from fedumm.partition import files, heterogeneity, rounds, schemes
 from fedumm.runlog import log_to
 
 with log_to(snakemake.log[0]) as log:
@@ -11,20 +12,20 @@ with log_to(snakemake.log[0]) as log:
     seed = snakemake.params.seed
     inputs, outputs = snakemake.input, snakemake.output
     records = {
-        split: data.read_records(data.split_shards(Path(inputs.data), split)) for split in partition.SPLITS
+        split: shards.read_records(shards.split_shards(Path(inputs.data), split)) for split in schemes.SPLITS
     }
     embeddings = None
     if "train_embeddings" in inputs.keys():
-        # Imported here: fedumm.embeddings pulls in torch and transformers, which the
+        # Imported here: fedumm.partition.embeddings pulls in torch and transformers, which the
         # partitions without an embedder do not need.
-        from fedumm.embeddings import load_embeddings
+        from fedumm.partition.embeddings import load_embeddings
 
         embeddings = {
             split: load_embeddings(Path(inputs[f"{split}_embeddings"])).rows([r["id"] for r in rs])
             for split, rs in records.items()
         }
-    parts = partition.partition_splits(
-        {split: [partition.label_of(r, spec["label"]) for r in rs] for split, rs in records.items()},
+    parts = schemes.partition_splits(
+        {split: [schemes.label_of(r, spec["label"]) for r in rs] for split, rs in records.items()},
         scheme=spec["scheme"],
         num_clients=snakemake.params.clients,
         seed=seed,
@@ -37,23 +38,23 @@ with log_to(snakemake.log[0]) as log:
         max_cluster_size=spec.get("max_cluster_size"),
         center=spec.get("center", True),
     )
-    rounds = partition.one_pass_rounds(parts["train"], spec["one_pass"], seed) if spec.get("one_pass") else None
+    train_rounds = rounds.one_pass_rounds(parts["train"], spec["one_pass"], seed) if spec.get("one_pass") else None
     if snakemake.params.pooled:
         # The centralized baseline holds exactly the union of the federated clients' data.
-        parts = partition.pool(parts)
-        rounds = partition.pool_rounds(rounds) if rounds else None
-    partition.write_partition(
+        parts = rounds.pool(parts)
+        train_rounds = rounds.pool_rounds(train_rounds) if train_rounds else None
+    files.write_partition(
         Path(outputs.clients), Path(outputs.counts), Path(outputs.heatmap), records, parts, spec["label"],
-        train_rounds=rounds,
+        train_rounds=train_rounds,
     )
-    summary = partition.write_heterogeneity(
+    summary = files.write_heterogeneity(
         Path(outputs.heterogeneity), Path(outputs.heterogeneity_plot), records["train"], parts["train"], spec["label"]
     )
-    sizes = partition.partition_sizes({split: len(rs) for split, rs in records.items()}, parts)
+    sizes = heterogeneity.partition_sizes({split: len(rs) for split, rs in records.items()}, parts)
     atomic_write_json(Path(outputs.sizes), {"scheme": spec["scheme"], "splits": sizes})
     if "projection" in outputs.keys():
         mode = spec["mode"] if spec["scheme"] == "cluster" else "joint"
-        partition.write_projection(
+        files.write_projection(
             Path(outputs.projection), *embeddings["train"], parts["train"], mode,
             f"{snakemake.wildcards.exp}: train samples by client\nPCA of {mode} embeddings ({spec['embedder']})",
             center=spec.get("center", True),

@@ -2,12 +2,12 @@
 
 from pathlib import Path
 
-from fedumm import data
+from fedumm.data import shapes
 from fedumm.runlog import log_to
 
 with log_to(snakemake.log[0]) as log:
     spec = snakemake.params.spec
-    card = data.generate_shapes(
+    card = shapes.generate_shapes(
         Path(snakemake.output[0]),
         splits=spec["splits"],
         seed=spec["seed"],

@@ -8,8 +8,9 @@ from pathlib import Path
 import peft
 import pytest
 
-from fedumm import accounting, model
 from fedumm.config import load_experiments
+from fedumm.models import adapters, vlm
+from fedumm.reports import accounting
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = REPO / "resources" / "models"
@@ -143,7 +144,7 @@ def test_closed_forms_give_the_sizes_the_model_cards_state():
 def test_parameter_counts_match_closed_form(composed, backbone):
     parts = composed[backbone]
     expected = expected_parts(backbone)
-    assert {name: accounting.count_parameters(parts[name]) for name in model.PARTS} == expected
+    assert {name: accounting.count_parameters(parts[name]) for name in vlm.PARTS} == expected
     assert accounting.count_parameters(parts) == sum(expected.values())
 
 
@@ -186,10 +187,10 @@ def test_clip_names_map_onto_qwen_vision_and_unknown_names_are_skipped(composed)
 
 
 def test_analytic_count_equals_peft_on_the_meta_model(experiment):
-    # The pipeline's own adapter (model.adapter_config) attached by peft to weightless tensors.
+    # The pipeline's own adapter (adapters.adapter_config) attached by peft to weightless tensors.
     parts = accounting.compose("clip-vit-b32+llama-3.2-3b")
     lora = {**experiment["lora"], "vision_target_modules": CLIP_NAMES}
-    peft_model = peft.get_peft_model(parts, model.adapter_config(lora, connector_trainable=True))
+    peft_model = peft.get_peft_model(parts, adapters.adapter_config(lora, connector_trainable=True))
     trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
     vision, llama = _json("clip-vit-base-patch32")["vision_config"], _json("llama-3.2-3b")
     assert trainable == (decoder_lora(llama, lora["r"]) + clip_vision_lora(vision, lora["r"])

@@ -1,4 +1,4 @@
-"""Records -> training examples by task, and image sizes of the visual source (fedumm.batches)."""
+"""Records -> training examples by task, and image sizes of the visual source (fedumm.models.batches)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,15 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from fedumm import data
-from fedumm.batches import VisualSource, build_examples, caption_references, prompt_question, targets_of
-from fedumm.text import IGNORE_INDEX, build_wordlevel_tokenizer
+from fedumm.data import shapes, shards
+from fedumm.models.batches import (
+    VisualSource,
+    build_examples,
+    caption_references,
+    prompt_question,
+    targets_of,
+)
+from fedumm.models.text import IGNORE_INDEX, build_wordlevel_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +24,7 @@ def tokenizer():
 
 
 def shapes_records(n: int) -> list[dict]:
-    return [data.make_sample("test", i, seed=0, classify_fraction=0.5)[0] for i in range(n)]
+    return [shapes.make_sample("test", i, seed=0, classify_fraction=0.5)[0] for i in range(n)]
 
 
 def target_text(tokenizer, example: dict) -> str:
@@ -93,7 +99,7 @@ def test_image_sizes_from_images_and_from_cached_features(tmp_path) -> None:
         ({"id": "b"}, Image.new("RGB", (48, 36))),
     ]
     shard = tmp_path / "test-00000.tar"
-    data.write_shard(shard, samples)
+    shards.write_shard(shard, samples)
     from_images = VisualSource([shard], {"a", "b"}, transform=lambda image: torch.zeros(3, 2, 2))
     assert from_images.image_sizes({"a", "b"}) == {"a": (40, 32), "b": (48, 36)}
     feature_file = tmp_path / "test.safetensors"

@@ -1,4 +1,4 @@
-"""COCO caption metrics (fedumm.captions) against pycocoevalcap called directly.
+"""COCO caption metrics (fedumm.evaluation.captions) against pycocoevalcap called directly.
 
 METEOR's JVM takes 20-30 s to load its paraphrase tables, so the tests start one and share it:
 the direct computation calls it, and it is installed as ``caption_scores``' reused scorer.
@@ -17,8 +17,12 @@ from pycocoevalcap.meteor.meteor import Meteor
 from pycocoevalcap.rouge.rouge import Rouge
 from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
-from fedumm import captions
-from fedumm.captions import caption_scores, java_major_version, spice_problems
+from fedumm.evaluation import captions
+from fedumm.evaluation.captions import (
+    caption_scores,
+    java_major_version,
+    spice_problems,
+)
 
 needs_java = pytest.mark.skipif(
     shutil.which("java") is None, reason="needs Java (make system-deps)"

@@ -4,16 +4,24 @@ from __future__ import annotations
 
 import copy
 import json
-from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
-
-from fedumm import base_model, data, features, model, partition
-from fedumm.client import train_client, upload_size
-from fedumm.server import initial_adapter
 from workflow_util import TINY_MODEL
+
+from fedumm.data import shapes, shards
+from fedumm.federated.client import (
+    ClientInputs,
+    ClientJob,
+    LocalTraining,
+    train_client,
+    upload_size,
+)
+from fedumm.federated.initial import initial_adapter
+from fedumm.models import adapters, features, images, pretrain
+from fedumm.models.vlm import load_base
+from fedumm.partition import files, schemes
 
 TRAIN = {"lr": 0.01, "weight_decay": 0.0, "warmup_ratio": 0.0, "local_epochs": 1, "local_steps": 4,
          "batch_size": 8, "grad_clip": 1.0, "prox_mu": 0.0}
@@ -25,22 +33,22 @@ LORA = {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj
 def world(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("client")
     dataset = root / "data"
-    data.generate_shapes(dataset, {"public": 64, "train": 48, "val": 16, "test": 8}, seed=0, shard_size=32)
+    shapes.generate_shapes(dataset, {"public": 64, "train": 48, "val": 16, "test": 8}, seed=0, shard_size=32)
     spec = copy.deepcopy(TINY_MODEL)
     spec["pretrain"]["steps"] = 5
-    base_model.build_base_model(spec, data.split_shards(dataset, "public"), root / "base", threads=1)
+    pretrain.build_base_model(spec, shards.split_shards(dataset, "public"), root / "base", threads=1)
     initial_adapter(base_dir=root / "base", lora=LORA, with_connector=True, seed=1,
                     out_dir=root / "global", state_out=root / "state.safetensors")
-    records = {s: data.read_records(data.split_shards(dataset, s)) for s in ("train", "val", "test")}
-    parts = partition.partition_splits(
+    records = {s: shards.read_records(shards.split_shards(dataset, s)) for s in ("train", "val", "test")}
+    parts = schemes.partition_splits(
         {s: [r["domain"] for r in rs] for s, rs in records.items()}, "iid", 2, seed=0, alpha=None, min_size=1
     )
-    partition.write_partition(root / "index", root / "counts.csv", root / "heatmap.png", records, parts, "domain")
-    vlm, _, base_spec = model.load_base(root / "base")
+    files.write_partition(root / "index", root / "counts.csv", root / "heatmap.png", records, parts, "domain")
+    vlm, _, base_spec = load_base(root / "base")
     feature_files = {}
     for split in ("train", "val"):
         feature_files[split] = root / "features" / f"{split}.safetensors"
-        features.extract_features(vlm, model.image_transform(base_spec), data.split_shards(dataset, split),
+        features.extract_features(vlm, images.image_transform(base_spec), shards.split_shards(dataset, split),
                                   feature_files[split], batch_size=16, device=torch.device("cpu"))
     return {"root": root, "dataset": dataset, "features": feature_files, "parts": parts}
 
@@ -48,20 +56,16 @@ def world(tmp_path_factory) -> dict:
 def _train(world, out: str, groups, use_features=True, index="client_001.json", round_index=1,
            **train_overrides) -> dict:
     root = world["root"]
-    return train_client(
+    inputs = ClientInputs(
         base_dir=root / "base",
         start_adapter=root / "global",
         index_file=root / "index" / index,
-        round_index=round_index,
-        shards={s: data.split_shards(world["dataset"], s) for s in ("train", "val")},
+        shards={s: shards.split_shards(world["dataset"], s) for s in ("train", "val")},
         feature_files=world["features"] if use_features else None,
-        train_config={**TRAIN, **train_overrides},
-        groups=groups,
-        seed=7,
-        threads=1,
-        out_dir=root / out,
-        eval_config=EVAL,
     )
+    job = ClientJob(round_index=round_index, seed=7, groups=groups,
+                    training=LocalTraining.from_config({**TRAIN, **train_overrides}), eval_config=EVAL)
+    return train_client(inputs, job, root / out)
 
 
 def _changed(world, out: str) -> dict[str, bool]:
@@ -79,12 +83,12 @@ def test_client_trains_only_its_groups_and_reports_metrics(world):
     changed = _changed(world, "lora_only")
     # LoRA B starts at zero, so one optimizer step moves every B; the connector stays frozen.
     assert all(changed[n] for n in changed if "lora_B" in n)
-    assert not any(changed[n] for n in changed if model.parameter_group(n) == "connector")
+    assert not any(changed[n] for n in changed if adapters.parameter_group(n) == "connector")
 
     state = load_file(world["root"] / "lora_only" / "adapter_model.safetensors")
     language_bytes = sum(t.numel() * t.element_size() for n, t in state.items() if "lora_" in n)
     assert language_bytes < metrics["bytes_uploaded"] < language_bytes + 8192
-    language = {name for name in state if model.parameter_group(name) == "language"}
+    language = {name for name in state if adapters.parameter_group(name) == "language"}
     assert metrics["bytes_uploaded"] == upload_size(state, language, {})
     assert json.loads((world["root"] / "lora_only" / "metrics.json").read_text())["steps"] == 4
 
@@ -101,7 +105,7 @@ def test_a_one_pass_client_trains_on_the_rounds_part_only(world):
 def test_connector_round_leaves_lora_untouched(world):
     _train(world, "connector_only", ["connector"])
     changed = _changed(world, "connector_only")
-    assert any(changed[n] for n in changed if model.parameter_group(n) == "connector")
+    assert any(changed[n] for n in changed if adapters.parameter_group(n) == "connector")
     assert not any(changed[n] for n in changed if "lora_" in n)
 
 

@@ -8,16 +8,19 @@ import math
 import pytest
 import torch
 from safetensors.torch import load_file, save
-
-from fedumm import data, model
-from fedumm.client import train_client
-from fedumm.client_algorithms import moon_contrastive_loss, scaffold_control_update
-from fedumm.server import CLIENT_STATE, aggregate_round, write_weights
-from fedumm.strategies import ClientUpdate, build
-from fedumm.strategies.lora import LoraFedAvg
-from fedumm.strategies.scaffold import Scaffold
-from fedumm.training import OptimConfig, learning_rates
 from test_client import EVAL, TRAIN, world  # noqa: F401  (module fixture: tiny base model, adapter, partition)
+
+from fedumm.artifacts import CLIENT_STATE, write_weights
+from fedumm.data import shards
+from fedumm.federated.client import ClientInputs, ClientJob, LocalTraining, train_client
+from fedumm.federated.server import aggregate_round
+from fedumm.federated.strategies import build
+from fedumm.federated.strategies.base import ClientUpdate
+from fedumm.federated.strategies.lora import LoraFedAvg
+from fedumm.federated.strategies.moon import moon_contrastive_loss
+from fedumm.federated.strategies.scaffold import Scaffold, scaffold_control_update
+from fedumm.models import adapters, vlm
+from fedumm.models.training import OptimConfig, learning_rates
 
 ADAPTER = "adapter_model.safetensors"
 
@@ -25,23 +28,18 @@ ADAPTER = "adapter_model.safetensors"
 def _train(world, out: str, strategy: dict, server_state=None, previous=None, groups=("language",), start="global",
            **overrides):
     root = world["root"]
-    return train_client(
+    inputs = ClientInputs(
         base_dir=root / "base",
         start_adapter=root / start,
         index_file=root / "index" / "client_001.json",
-        round_index=1,
-        shards={s: data.split_shards(world["dataset"], s) for s in ("train", "val")},
+        shards={s: shards.split_shards(world["dataset"], s) for s in ("train", "val")},
         feature_files=world["features"],
-        train_config={**TRAIN, **overrides},
-        groups=list(groups),
-        seed=7,
-        threads=1,
-        out_dir=root / out,
-        eval_config=EVAL,
-        strategy=strategy,
         server_state=server_state,
         previous_client_dir=None if previous is None else root / previous,
     )
+    job = ClientJob(round_index=1, seed=7, groups=list(groups), training=LocalTraining.from_config({**TRAIN, **overrides}),
+                    eval_config=EVAL, strategy=strategy)
+    return train_client(inputs, job, root / out)
 
 
 def _files(world, out: str) -> tuple[bytes, bytes]:
@@ -226,7 +224,7 @@ def _aggregate(world, strategy: dict, round_index: int, previous: str, client: s
 def test_flora_global_adapter_reproduces_the_client_model_after_two_rounds(world):
     """Round 2's stacked global adapter, loaded with plain peft, is the client's model: the
     round-1 global merged into the base plus the client's fresh rank-2 adapter."""
-    from fedumm.client_algorithms import FreshLoraOnGlobal
+    from fedumm.federated.strategies.lora import FreshLoraOnGlobal
 
     stack = {"name": "lora_fedavg", "mode": "stack", "client_rank": 2}
     root = world["root"]
@@ -245,10 +243,10 @@ def test_flora_global_adapter_reproduces_the_client_model_after_two_rounds(world
     uploaded = load_file(root / "flora_c2" / ADAPTER)
     assert metrics["bytes_uploaded"] == len(save(uploaded))  # everything is trained, nothing frozen
 
-    base, _, _ = model.load_base(root / "base")
+    base, _, _ = vlm.load_base(root / "base")
     client_model = FreshLoraOnGlobal(rank=2, seed=0).load_model(base, root / "flora_g1")
-    model.set_adapter_state(client_model, uploaded)
-    global_model = model.load_adapter(model.load_base(root / "base")[0], root / "flora_g2", is_trainable=False)
+    adapters.set_adapter_state(client_model, uploaded)
+    global_model = adapters.load_adapter(vlm.load_base(root / "base")[0], root / "flora_g2", is_trainable=False)
     generator = torch.Generator().manual_seed(0)
     batch = {"input_ids": torch.randint(4, 20, (2, 6), generator=generator),
              "attention_mask": torch.ones(2, 6, dtype=torch.long),
@@ -256,15 +254,15 @@ def test_flora_global_adapter_reproduces_the_client_model_after_two_rounds(world
     with torch.no_grad():
         expected = client_model.eval()(**batch).logits
         actual = global_model.eval()(**batch).logits
-    assert not torch.allclose(expected, model.load_base(root / "base")[0](**batch).logits, atol=1e-3)
+    assert not torch.allclose(expected, vlm.load_base(root / "base")[0](**batch).logits, atol=1e-3)
     torch.testing.assert_close(actual, expected, rtol=0, atol=1e-5)
 
 
 def test_adapter_parameters_map_to_the_saved_keys(world):
-    base, _, _ = model.load_base(world["root"] / "base")
-    peft_model = model.load_adapter(base, world["root"] / "global", is_trainable=True)
-    params = model.adapter_parameters(peft_model)
-    state = model.adapter_state(peft_model)
+    base, _, _ = vlm.load_base(world["root"] / "base")
+    peft_model = adapters.load_adapter(base, world["root"] / "global", is_trainable=True)
+    params = adapters.adapter_parameters(peft_model)
+    state = adapters.adapter_state(peft_model)
     assert set(params) == set(state)
     assert all(torch.equal(params[name].detach(), state[name]) for name in state)
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import webdataset as wds
 
-from fedumm import data
+from fedumm.data import shapes, shards
 
 SPLITS = {"train": 60, "val": 10, "test": 20}
 SHARD_SIZE = 25
@@ -18,28 +18,28 @@ SEED = 3
 
 
 def _paths(out_dir: Path, split: str, n: int) -> list[Path]:
-    return data.shard_paths(out_dir, split, n, SHARD_SIZE)
+    return shards.shard_paths(out_dir, split, n, SHARD_SIZE)
 
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     out_dir = tmp_path_factory.mktemp("shapes")
-    card = data.generate_shapes(out_dir, SPLITS, seed=SEED, shard_size=SHARD_SIZE)
+    card = shapes.generate_shapes(out_dir, SPLITS, seed=SEED, shard_size=SHARD_SIZE)
     return out_dir, card
 
 
 @pytest.fixture(scope="module")
 def records(dataset: tuple[Path, dict]) -> dict[str, list[dict]]:
     out_dir, _ = dataset
-    return {split: data.read_records(_paths(out_dir, split, n)) for split, n in SPLITS.items()}
+    return {split: shards.read_records(_paths(out_dir, split, n)) for split, n in SPLITS.items()}
 
 
 def test_shard_paths_names_and_count() -> None:
-    names = [p.name for p in data.shard_paths(Path("d"), "train", 2001, 1000)]
+    names = [p.name for p in shards.shard_paths(Path("d"), "train", 2001, 1000)]
     assert names == ["train-00000.tar", "train-00001.tar", "train-00002.tar"]
-    assert data.shard_paths(Path("d"), "val", 1000, 1000) == [Path("d/val-00000.tar")]
+    assert shards.shard_paths(Path("d"), "val", 1000, 1000) == [Path("d/val-00000.tar")]
     # An empty split still has one (empty) shard to declare as an output.
-    assert data.shard_paths(Path("d"), "val", 0, 1000) == [Path("d/val-00000.tar")]
+    assert shards.shard_paths(Path("d"), "val", 0, 1000) == [Path("d/val-00000.tar")]
 
 
 def test_generate_writes_exactly_the_declared_files(dataset: tuple[Path, dict]) -> None:
@@ -56,7 +56,7 @@ def test_counts_per_split(dataset: tuple[Path, dict], records: dict[str, list[di
     for split, n in SPLITS.items():
         assert len(records[split]) == n
         assert [r["id"] for r in records[split]] == [f"shapes-{split}-{i:06d}" for i in range(n)]
-        for field in data.CARD_FIELDS:
+        for field in shards.CARD_FIELDS:
             assert sum(card["value_counts"][split][field].values()) == n
         assert card["value_counts"][split]["label"] == dict(sorted(Counter(r["label"] for r in records[split]).items()))
 
@@ -68,14 +68,14 @@ def test_card_json_matches_returned_card(dataset: tuple[Path, dict]) -> None:
 
 def test_same_seed_gives_identical_bytes(tmp_path: Path, dataset: tuple[Path, dict]) -> None:
     out_dir, _ = dataset
-    data.generate_shapes(tmp_path, SPLITS, seed=SEED, shard_size=SHARD_SIZE)
+    shapes.generate_shapes(tmp_path, SPLITS, seed=SEED, shard_size=SHARD_SIZE)
     for path in sorted(out_dir.iterdir()):
         assert (tmp_path / path.name).read_bytes() == path.read_bytes(), path.name
 
 
 def test_different_seed_gives_different_shards(tmp_path: Path, dataset: tuple[Path, dict]) -> None:
     out_dir, _ = dataset
-    data.generate_shapes(tmp_path, {"train": 25}, seed=SEED + 1, shard_size=SHARD_SIZE)
+    shapes.generate_shapes(tmp_path, {"train": 25}, seed=SEED + 1, shard_size=SHARD_SIZE)
     assert (tmp_path / "train-00000.tar").read_bytes() != (out_dir / "train-00000.tar").read_bytes()
 
 
@@ -83,11 +83,11 @@ def test_resizing_test_split_leaves_train_unchanged(
     tmp_path: Path, dataset: tuple[Path, dict], records: dict[str, list[dict]]
 ) -> None:
     out_dir, _ = dataset
-    data.generate_shapes(tmp_path, {**SPLITS, "test": 35}, seed=SEED, shard_size=SHARD_SIZE)
+    shapes.generate_shapes(tmp_path, {**SPLITS, "test": 35}, seed=SEED, shard_size=SHARD_SIZE)
     for path in _paths(out_dir, "train", SPLITS["train"]) + _paths(out_dir, "val", SPLITS["val"]):
         assert (tmp_path / path.name).read_bytes() == path.read_bytes(), path.name
     # Samples are a function of (seed, split, index): the smaller split is a prefix.
-    bigger = data.read_records(_paths(tmp_path, "test", 35))
+    bigger = shards.read_records(_paths(tmp_path, "test", 35))
     assert bigger[: SPLITS["test"]] == records["test"]
 
 
@@ -97,7 +97,7 @@ def test_record_schema(records: dict[str, list[dict]]) -> None:
     assert len(set(question_ids)) == len(question_ids)
     for split, rs in records.items():
         for r in rs:
-            assert set(r) == data.RECORD_KEYS
+            assert set(r) == shards.RECORD_KEYS
             assert r["split"] == split
             assert r["task"] in ("vqa", "classify")
             assert r["answer_type"] in ("yes/no", "number", "other")
@@ -107,7 +107,7 @@ def test_record_schema(records: dict[str, list[dict]]) -> None:
             assert r["label"] == r["objects"][0]["shape"]
             assert r["box"] == r["objects"][0]["box"]
             assert r["box_shape"] == f"{r['objects'][0]['color']} {r['objects'][0]['shape']}"
-            assert r["domain"] in data.DOMAINS
+            assert r["domain"] in shapes.DOMAINS
             assert 1 <= len(r["objects"]) <= 3
             assert len({o["position"] for o in r["objects"]}) == len(r["objects"])
 
@@ -136,7 +136,7 @@ def test_answers_are_true_for_the_question(records: dict[str, list[dict]]) -> No
         elif r["question_type"] == "where is the":
             assert r["question"] == f"where is the {main['shape']} ?" and answer == main["position"]
         elif r["question_type"] == "how many":
-            singular = {plural: shape for shape, plural in data.PLURALS.items()}
+            singular = {plural: shape for shape, plural in shapes.PLURALS.items()}
             noun = r["question"].split()[2]
             if noun == "shapes":
                 assert answer == str(len(r["objects"]))
@@ -163,8 +163,8 @@ def test_main_object_is_unique_and_largest(records: dict[str, list[dict]]) -> No
 
 def test_image_shows_the_described_colours(dataset: tuple[Path, dict]) -> None:
     out_dir, _ = dataset
-    palette = np.array(list(data.COLORS.values()), dtype=float)
-    for sample in data.read_samples(_paths(out_dir, "train", SPLITS["train"])):
+    palette = np.array(list(shapes.COLORS.values()), dtype=float)
+    for sample in shards.read_samples(_paths(out_dir, "train", SPLITS["train"])):
         pixels = np.asarray(sample["image"], dtype=float)
         assert pixels.shape == (64, 64, 3)
         background = np.ones(pixels.shape[:2], dtype=bool)
@@ -173,7 +173,7 @@ def test_image_shows_the_described_colours(dataset: tuple[Path, dict]) -> None:
             assert 0 <= x0 < x1 <= 64 and 0 <= y0 < y1 <= 64
             cx, cy = (x0 + x1) // 2, (y0 + y1) // 2
             centre = pixels[cy - 1 : cy + 2, cx - 1 : cx + 2].reshape(-1, 3)
-            assert np.all(centre == data.COLORS[obj["color"]]), (sample["id"], obj)
+            assert np.all(centre == shapes.COLORS[obj["color"]]), (sample["id"], obj)
             background[y0:y1, x0:x1] = False
         # Every background pixel is far from every shape colour.
         distances = np.linalg.norm(pixels[background][:, None, :] - palette[None], axis=2)
@@ -183,7 +183,7 @@ def test_image_shows_the_described_colours(dataset: tuple[Path, dict]) -> None:
 def test_read_samples_filters_by_id(dataset: tuple[Path, dict], records: dict[str, list[dict]]) -> None:
     out_dir, _ = dataset
     wanted = {"shapes-test-000003", "shapes-test-000017"}
-    samples = data.read_samples(_paths(out_dir, "test", SPLITS["test"]), ids=wanted)
+    samples = shards.read_samples(_paths(out_dir, "test", SPLITS["test"]), ids=wanted)
     assert [s["id"] for s in samples] == ["shapes-test-000003", "shapes-test-000017"]
     assert samples[0]["image"].mode == "RGB"
     assert {k: v for k, v in samples[1].items() if k != "image"} == records["test"][17]
@@ -199,17 +199,17 @@ def test_webdataset_reads_the_shards(dataset: tuple[Path, dict], records: dict[s
 
 
 def test_make_sample_is_deterministic_and_balanced() -> None:
-    first, image = data.make_sample("train", 7, seed=11)
-    again, image_again = data.make_sample("train", 7, seed=11)
+    first, image = shapes.make_sample("train", 7, seed=11)
+    again, image_again = shapes.make_sample("train", 7, seed=11)
     assert first == again and image.tobytes() == image_again.tobytes()
-    assert data.make_sample("val", 7, seed=11)[0]["objects"] != first["objects"]
-    records = [data.make_sample("bal", i, seed=0)[0] for i in range(600)]
+    assert shapes.make_sample("val", 7, seed=11)[0]["objects"] != first["objects"]
+    records = [shapes.make_sample("bal", i, seed=0)[0] for i in range(600)]
     yes_no = [r["multiple_choice_answer"] for r in records if r["answer_type"] == "yes/no"]
     assert 0.35 < yes_no.count("yes") / len(yes_no) < 0.65
     assert 0.10 < sum(r["task"] == "classify" for r in records) / len(records) < 0.20
-    assert set(r["domain"] for r in records) == set(data.DOMAINS)
-    assert set(r["label"] for r in records) == set(data.SHAPES)
-    never = [data.make_sample("x", i, 0, classify_fraction=0.0)[0]["task"] for i in range(50)]
+    assert set(r["domain"] for r in records) == set(shapes.DOMAINS)
+    assert set(r["label"] for r in records) == set(shapes.SHAPES)
+    never = [shapes.make_sample("x", i, 0, classify_fraction=0.0)[0]["task"] for i in range(50)]
     assert set(never) == {"vqa"}
 
 
@@ -219,21 +219,21 @@ def test_caption_groups_repeated_objects() -> None:
         {"shape": "square", "color": "blue", "position": "center", "box": [0, 0, 1, 1]},
         {"shape": "square", "color": "blue", "position": "bottom right", "box": [0, 0, 1, 1]},
     ]
-    assert data.caption_for(objects, "stripes") == (
+    assert shapes.caption_for(objects, "stripes") == (
         "a red circle at the top left and two blue squares on a striped background"
     )
-    assert data.caption_for(objects[:1], "noise") == "a red circle at the top left on a noisy background"
+    assert shapes.caption_for(objects[:1], "noise") == "a red circle at the top left on a noisy background"
 
 
 def test_most_frequent_answer_breaks_ties_towards_truth() -> None:
     answers = [{"answer": a} for a in ["red"] * 5 + ["blue"] * 5]
-    assert data.most_frequent_answer(answers, "blue") == "blue"
-    assert data.most_frequent_answer(answers, "green") == "blue"
-    assert data.most_frequent_answer([{"answer": "no"}] * 7 + [{"answer": "yes"}] * 3, "yes") == "no"
+    assert shapes.most_frequent_answer(answers, "blue") == "blue"
+    assert shapes.most_frequent_answer(answers, "green") == "blue"
+    assert shapes.most_frequent_answer([{"answer": "no"}] * 7 + [{"answer": "yes"}] * 3, "yes") == "no"
 
 
 def test_vocabulary_is_small_and_covers_records(records: dict[str, list[dict]]) -> None:
-    vocab = data.vocabulary(records["train"])
+    vocab = shards.vocabulary(records["train"])
     assert vocab == sorted(set(vocab))
     assert len(vocab) < 150
     assert {"?", "what", "color", "circle", "top", "left", "background"} <= set(vocab)
@@ -243,15 +243,15 @@ def test_vocabulary_is_small_and_covers_records(records: dict[str, list[dict]]) 
         "label": "circle",
         "answers": [{"answer": "top left"}],
     }
-    assert data.vocabulary([record]) == ["?", "a", "circle", "is", "left", "red", "there", "top"]
+    assert shards.vocabulary([record]) == ["?", "a", "circle", "is", "left", "red", "there", "top"]
 
 
 def test_majority_answer() -> None:
     records = [{"multiple_choice_answer": a} for a in ["yes", "no", "yes", "2", "no"]]
-    assert data.majority_answer(records) == "no"  # tie between "no" and "yes": alphabetical
-    assert data.majority_answer(records + [{"multiple_choice_answer": "yes"}]) == "yes"
+    assert shards.majority_answer(records) == "no"  # tie between "no" and "yes": alphabetical
+    assert shards.majority_answer(records + [{"multiple_choice_answer": "yes"}]) == "yes"
     with pytest.raises(ValueError, match="records"):
-        data.majority_answer([])
+        shards.majority_answer([])
 
 
 @pytest.mark.parametrize(
@@ -269,5 +269,5 @@ def test_majority_answer() -> None:
 def test_generate_rejects_bad_arguments(tmp_path: Path, kwargs: dict, message: str) -> None:
     arguments = {"out_dir": tmp_path, "splits": {"train": 2}, "seed": 0, **kwargs}
     with pytest.raises(ValueError, match=message):
-        data.generate_shapes(**arguments)
+        shapes.generate_shapes(**arguments)
     assert list(tmp_path.iterdir()) == []

@@ -11,8 +11,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
-from fixtures_http import cc3m_rows, serve, vqav2_sources, write_cc3m_tsv, write_vqav2, write_web_images
+from fixtures_http import (
+    cc3m_rows,
+    serve,
+    vqav2_sources,
+    write_cc3m_tsv,
+    write_vqav2,
+    write_web_images,
+)
 from workflow_util import job_counts, snakemake, tiny_config, write_config
 
 FAST_DOWNLOAD = {"retries": 1, "backoff": 0.01, "timeout": 10}

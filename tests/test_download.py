@@ -1,4 +1,4 @@
-"""fedumm.download against a local HTTP server: resume, restart, retries, checksums, archives."""
+"""fedumm.data.download against a local HTTP server: resume, restart, retries, checksums, archives."""
 
 from __future__ import annotations
 
@@ -9,11 +9,10 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
-from fedumm import download
-from fedumm.download import DownloadError, RetryPolicy
-
 from fixtures_http import Fault, serve, write_zip
+
+from fedumm.data import download
+from fedumm.data.download import DownloadError, RetryPolicy
 
 FAST = RetryPolicy(retries=2, backoff=0.01, timeout=5)
 BODY = bytes(range(256)) * 400  # 102,400 bytes

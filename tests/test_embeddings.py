@@ -1,4 +1,4 @@
-"""Tests for fedumm.embeddings: record text, tokenizer, tiny CLIP/SigLIP embedders and the file format."""
+"""Tests for fedumm.partition.embeddings: record text, tokenizer, tiny CLIP/SigLIP embedders and the file format."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from fedumm import data
-from fedumm import embeddings as E
+from fedumm.data import shards
+from fedumm.data.shapes import generate_shapes
+from fedumm.partition import embeddings as E
 
 CPU = torch.device("cpu")
 TOWER = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2}
@@ -38,12 +39,12 @@ TINY_SIGLIP = {
 def shapes(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 7-sample train split in shards of 3 (so batches cross shard boundaries) and an empty val split."""
     out = tmp_path_factory.mktemp("shapes") / "shapes"
-    data.generate_shapes(out, {"train": 7, "val": 0}, seed=0, image_size=32, shard_size=3)
+    generate_shapes(out, {"train": 7, "val": 0}, seed=0, image_size=32, shard_size=3)
     return out
 
 
 def _embed(spec: dict, shapes: Path, out: Path, split: str = "train") -> E.Embeddings:
-    E.embed_split(spec, data.split_shards(shapes, split), out, CPU)
+    E.embed_split(spec, shards.split_shards(shapes, split), out, CPU)
     return E.load_embeddings(out)
 
 
@@ -94,7 +95,7 @@ def test_hashing_tokenizer() -> None:
 
 def test_tiny_clip_embeddings_shapes_keys_normalised_and_deterministic(shapes: Path, tmp_path: Path) -> None:
     first = _embed(TINY_CLIP, shapes, tmp_path / "a.safetensors")
-    records = data.read_records(data.split_shards(shapes, "train"))
+    records = shards.read_records(shards.split_shards(shapes, "train"))
     assert first.ids == [r["id"] for r in records]
     assert first.image.shape == first.text.shape == (7, 16)
     assert first.image.dtype == np.float32

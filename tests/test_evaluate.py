@@ -1,10 +1,10 @@
-"""Hand-computed cases for fedumm.evaluate (official VQA v2 accuracy and baselines)."""
+"""Hand-computed cases for fedumm.evaluation.scores (official VQA v2 accuracy and baselines)."""
 
 from __future__ import annotations
 
 import pytest
 
-from fedumm.evaluate import (
+from fedumm.evaluation.scores import (
     classification_accuracy,
     exact_match_accuracy,
     majority_answer,

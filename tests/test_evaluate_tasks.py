@@ -1,4 +1,4 @@
-"""Scoring every task of a split on hand-made predictions (fedumm.evaluate.score_records and the
+"""Scoring every task of a split on hand-made predictions (fedumm.evaluation.scores.score_records and the
 per-client means); the values are computed by hand, the caption ones by pycocoevalcap itself."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 from test_captions import PREDICTIONS as CAPTION_PREDICTIONS
 from test_captions import REFERENCES as CAPTION_REFERENCES
 
-from fedumm import captions
-from fedumm.evaluate import (
+from fedumm.evaluation import captions
+from fedumm.evaluation.scores import (
     majority_baseline_for,
     mean_scores,
     personalized_scores,

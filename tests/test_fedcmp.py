@@ -1,4 +1,4 @@
-"""Fed-CMP (fedumm.strategies.fedcmp) and the client-side alignment error (fedumm.alignment)."""
+"""Fed-CMP (fedumm.federated.strategies.fedcmp) and the client-side alignment error (fedumm.models.alignment)."""
 
 import math
 
@@ -8,12 +8,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
 
-from fedumm.alignment import alignment_error, mean_alignment_error, sample_alignment_errors
-from fedumm.model import adapter_config, attach_adapter, build_vlm, unwrap
-from fedumm.strategies import fedcmp
-from fedumm.strategies.base import ClientUpdate, build
-from fedumm.strategies.fedavg import FedAvg
-from fedumm.strategies.fedcmp import (
+from fedumm.federated.strategies import build, fedcmp
+from fedumm.federated.strategies.base import ClientUpdate
+from fedumm.federated.strategies.fedavg import FedAvg
+from fedumm.federated.strategies.fedcmp import (
     BASIS,
     SIGMA,
     FedCMP,
@@ -24,6 +22,13 @@ from fedumm.strategies.fedcmp import (
     opm_step,
     polar,
 )
+from fedumm.models.adapters import adapter_config, attach_adapter
+from fedumm.models.alignment import (
+    alignment_error,
+    mean_alignment_error,
+    sample_alignment_errors,
+)
+from fedumm.models.vlm import build_vlm, unwrap
 
 OFF = {"canonical": False, "reliability": False, "opm": False}
 LORA_A = "base_model.model.language_model.model.layers.0.self_attn.q_proj.lora_A.weight"

@@ -6,7 +6,7 @@ import copy
 
 import pytest
 
-from fedumm import federation
+from fedumm.federated import planning
 
 
 @pytest.fixture
@@ -18,28 +18,28 @@ def experiment(default_config, schema):
 
 def test_sampling_is_seeded_per_round_and_stable_when_rounds_grow(experiment):
     experiment.update(clients=16, clients_per_round=0.25)
-    first = [federation.sampled_clients(experiment, r) for r in range(1, 5)]
+    first = [planning.sampled_clients(experiment, r) for r in range(1, 5)]
     assert all(len(clients) == 4 and clients == sorted(set(clients)) for clients in first)
     assert len({tuple(c) for c in first}) > 1  # rounds draw different clients
     longer = copy.deepcopy(experiment) | {"rounds": 6}
-    assert [federation.sampled_clients(longer, r) for r in range(1, 5)] == first
+    assert [planning.sampled_clients(longer, r) for r in range(1, 5)] == first
     reseeded = copy.deepcopy(experiment) | {"seed": 1}
-    assert [federation.sampled_clients(reseeded, r) for r in range(1, 5)] != first
+    assert [planning.sampled_clients(reseeded, r) for r in range(1, 5)] != first
 
 
 def test_integer_clients_per_round_is_a_count(experiment):
     experiment.update(clients=10, clients_per_round=3)
-    assert len(federation.sampled_clients(experiment, 1)) == 3
+    assert len(planning.sampled_clients(experiment, 1)) == 3
     experiment.update(clients_per_round=1.0)
-    assert federation.sampled_clients(experiment, 1) == list(range(10))
+    assert planning.sampled_clients(experiment, 1) == list(range(10))
 
 
 def test_eval_rounds(experiment):
     experiment.update(rounds=5)
     experiment["eval"]["every"] = 2
-    assert federation.eval_rounds(experiment) == [0, 2, 4, 5]
+    assert planning.eval_rounds(experiment) == [0, 2, 4, 5]
     experiment["eval"]["initial"] = False
-    assert federation.eval_rounds(experiment) == [2, 4, 5]
+    assert planning.eval_rounds(experiment) == [2, 4, 5]
 
 
 @pytest.mark.parametrize(
@@ -56,26 +56,26 @@ def test_eval_rounds(experiment):
 def test_trained_groups(experiment, mode, vision, round_index, groups):
     experiment["tuning"] = {"mode": mode, "connector_rounds": 2}
     experiment["lora"]["vision_target_modules"] = vision
-    assert federation.trained_groups(experiment, round_index) == groups
+    assert planning.trained_groups(experiment, round_index) == groups
 
 
 def test_centralized_takes_the_steps_of_all_sampled_clients(experiment):
     experiment.update(kind="centralized", clients=8, clients_per_round=0.5)
     experiment["train"].update(local_steps=None, local_epochs=1.0)
-    assert federation.local_training(experiment)["local_epochs"] == pytest.approx(0.5)
+    assert planning.local_training(experiment)["local_epochs"] == pytest.approx(0.5)
     experiment["train"]["local_steps"] = 10
-    assert federation.local_training(experiment)["local_steps"] == 40
+    assert planning.local_training(experiment)["local_steps"] == 40
 
 
 def test_derived_seeds_differ_by_path():
-    assert federation.derive_seed(0, "client", 1, 2) != federation.derive_seed(0, "client", 2, 1)
-    assert federation.derive_seed(0, "client", 1, 2) == federation.derive_seed(0, "client", 1, 2)
+    assert planning.derive_seed(0, "client", 1, 2) != planning.derive_seed(0, "client", 2, 1)
+    assert planning.derive_seed(0, "client", 1, 2) == planning.derive_seed(0, "client", 1, 2)
 
 
 def test_last_participation_follows_the_sampling(experiment):
     experiment.update(clients=8, clients_per_round=2)
-    history = {r: federation.sampled_clients(experiment, r) for r in range(1, 11)}
+    history = {r: planning.sampled_clients(experiment, r) for r in range(1, 11)}
     for k in range(8):
         for r in range(1, 11):
             earlier = [q for q in range(1, r) if k in history[q]]
-            assert federation.last_participation(experiment, k, r) == (max(earlier) if earlier else None)
+            assert planning.last_participation(experiment, k, r) == (max(earlier) if earlier else None)

@@ -1,4 +1,4 @@
-"""Box parsing, IoU and grounding scores (fedumm.grounding)."""
+"""Box parsing, IoU and grounding scores (fedumm.evaluation.grounding)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fedumm.grounding import box_iou, format_box, grounding_scores, parse_box
+from fedumm.evaluation.grounding import box_iou, format_box, grounding_scores, parse_box
 
 
 @pytest.mark.parametrize(

@@ -1,10 +1,10 @@
-"""The evaluation of a round (fedumm.inference.evaluate_adapters) on a tiny model and a split that
+"""The evaluation of a round (fedumm.evaluation.evaluate.evaluate_adapters) on a tiny model and a split that
 mixes every task, for the global model and for local models.
 
 The model's answers depend only on the image and the prompt, so the test first generates them,
 then writes the split's references so that known answers are right: the VQA and classification
 scores are then known by hand, while captions and boxes are checked against the metric functions
-of ``fedumm.captions`` and ``fedumm.grounding`` on the same answers.
+of ``fedumm.evaluation.captions`` and ``fedumm.evaluation.grounding`` on the same answers.
 """
 
 from __future__ import annotations
@@ -16,11 +16,16 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from fedumm import base_model, batches, captions, data, evaluate, grounding, inference, model
-from fedumm.io import atomic_write_json
-from fedumm.server import ADAPTER_WEIGHTS, initial_adapter, read_weights, write_weights
 from workflow_util import TINY_MODEL
+
+from fedumm.artifacts import ADAPTER_WEIGHTS, read_weights, write_weights
+from fedumm.data import shapes, shards
+from fedumm.evaluation import captions, evaluate, grounding, scores
+from fedumm.federated.initial import initial_adapter
+from fedumm.io import atomic_write_json
+from fedumm.models import batches, images, pretrain
+from fedumm.models.adapters import load_adapter
+from fedumm.models.vlm import load_base
 
 needs_java = pytest.mark.skipif(shutil.which("java") is None, reason="caption metrics need Java (make system-deps)")
 
@@ -34,7 +39,7 @@ def mixed_samples(n: int) -> list[tuple[dict, object]]:
     """Shapes samples turned into every task: captions, grounding, VQA and classification."""
     samples = []
     for i in range(n):
-        record, image = data.make_sample("test", i, seed=0, image_size=64, classify_fraction=0.5)
+        record, image = shapes.make_sample("test", i, seed=0, image_size=64, classify_fraction=0.5)
         if i % 4 == 0:
             record.update(task="caption", captions=[record["caption"], "a shape"])
         elif i % 4 == 1:
@@ -45,21 +50,21 @@ def mixed_samples(n: int) -> list[tuple[dict, object]]:
 
 
 def generate(root: Path, adapter: Path, records: list[dict], shards: list[Path]) -> dict[str, str]:
-    base, tokenizer, spec = model.load_base(root / "base")
-    vlm = model.load_adapter(base, adapter, is_trainable=False)
-    visual = batches.VisualSource(shards, {r["id"] for r in records}, transform=model.image_transform(spec))
-    lengths = inference.generation_lengths(EVAL)
-    return inference.predict_answers(vlm, tokenizer, records, visual, EVAL["batch_size"], lengths, CPU)
+    base, tokenizer, spec = load_base(root / "base")
+    vlm = load_adapter(base, adapter, is_trainable=False)
+    visual = batches.VisualSource(shards, {r["id"] for r in records}, transform=images.image_transform(spec))
+    lengths = evaluate.generation_lengths(EVAL)
+    return evaluate.predict_answers(vlm, tokenizer, records, visual, EVAL["batch_size"], lengths, CPU)
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("inference")
     dataset = root / "data"
-    data.generate_shapes(dataset, {"public": 32, "train": 24}, seed=0, shard_size=32)
+    shapes.generate_shapes(dataset, {"public": 32, "train": 24}, seed=0, shard_size=32)
     spec = copy.deepcopy(TINY_MODEL)
     spec["pretrain"]["steps"] = 2
-    base_model.build_base_model(spec, data.split_shards(dataset, "public"), root / "base", threads=1)
+    pretrain.build_base_model(spec, shards.split_shards(dataset, "public"), root / "base", threads=1)
     initial_adapter(base_dir=root / "base", lora=LORA, with_connector=True, seed=1,
                     out_dir=root / "global", state_out=root / "state.safetensors")
     # A "local model": the global adapter with random LoRA B (B = 0 would change nothing).
@@ -74,7 +79,7 @@ def world(tmp_path_factory) -> dict:
 
     samples = mixed_samples(16)
     shard = root / "test" / "test-00000.tar"
-    data.write_shard(shard, samples)
+    shards.write_shard(shard, samples)
     records = [record for record, _ in samples]
     answers = {name: generate(root, root / name, records, [shard]) for name in ("global", "local")}
 
@@ -90,7 +95,7 @@ def world(tmp_path_factory) -> dict:
             record["label"] = said if record["id"] in right_classify else NEVER
         elif record["task"] == "caption" and record["id"].endswith("0"):
             record["captions"].append(said)
-    data.write_shard(shard, samples)
+    shards.write_shard(shard, samples)
 
     ids = [r["id"] for r in records]
     partition = root / "partition"
@@ -98,12 +103,12 @@ def world(tmp_path_factory) -> dict:
         atomic_write_json(partition / f"client_{k:03d}.json", {"client": k, "train": [], "val": [], "test": part})
     return {
         "root": root, "records": records, "shards": [shard], "answers": answers, "partition": partition,
-        "train_shards": data.split_shards(dataset, "train"), "right_vqa": right_vqa, "right_classify": right_classify,
+        "train_shards": shards.split_shards(dataset, "train"), "right_vqa": right_vqa, "right_classify": right_classify,
     }
 
 
 def run(world: dict, adapters: dict[str, str]) -> dict:
-    scores = inference.evaluate_adapters(
+    result = evaluate.evaluate_adapters(
         base_dir=world["root"] / "base",
         adapters={name: world["root"] / directory for name, directory in adapters.items()},
         shards=world["shards"],
@@ -113,8 +118,8 @@ def run(world: dict, adapters: dict[str, str]) -> dict:
         eval_config=EVAL,
         device=CPU,
     )
-    json.dumps(scores, allow_nan=False)  # what atomic_write_json will write
-    return scores
+    json.dumps(result, allow_nan=False)  # what atomic_write_json will write
+    return result
 
 
 def subset(answers: dict[str, str], records: list[dict]) -> dict[str, str]:
@@ -128,35 +133,35 @@ def of_task(records: list[dict], task: str) -> list[dict]:
 @needs_java
 def test_global_model_on_the_split_and_on_each_clients_part(world: dict) -> None:
     records, answers = world["records"], world["answers"]["global"]
-    scores = run(world, {"global": "global"})
-    assert list(scores) == [
+    result = run(world, {"global": "global"})
+    assert list(result) == [
         "vqa", "exact_match", "classification_accuracy", "caption", "ground", "n", "n_per_task",
         "score", "score_metric", "personalized", "majority_baseline",
     ]
     vqa, classify = of_task(records, "vqa"), of_task(records, "classify")
-    assert scores["n"] == 16 and scores["n_per_task"] == {"caption": 4, "classify": len(classify), "ground": 4, "vqa": len(vqa)}
-    assert scores["vqa"]["accuracy"] == pytest.approx(len(world["right_vqa"]) / len(vqa))
-    assert len(classify) >= 2 and scores["classification_accuracy"] == pytest.approx(1 / len(classify))
-    assert scores["exact_match"] is None
+    assert result["n"] == 16 and result["n_per_task"] == {"caption": 4, "classify": len(classify), "ground": 4, "vqa": len(vqa)}
+    assert result["vqa"]["accuracy"] == pytest.approx(len(world["right_vqa"]) / len(vqa))
+    assert len(classify) >= 2 and result["classification_accuracy"] == pytest.approx(1 / len(classify))
+    assert result["exact_match"] is None
     caption_records = of_task(records, "caption")
-    assert scores["caption"] == {
+    assert result["caption"] == {
         **captions.caption_scores(subset(answers, caption_records), {r["id"]: r["captions"] for r in caption_records}),
         "n": 4,
     }
-    assert 0.0 < scores["caption"]["BLEU-1"]  # the answers added as references are matched
+    assert 0.0 < result["caption"]["BLEU-1"]  # the answers added as references are matched
     ground = of_task(records, "ground")
     sizes = {r["id"]: (64, 64) for r in ground}
-    assert scores["ground"] == grounding.grounding_scores(subset(answers, ground), {r["id"]: r["box"] for r in ground}, sizes)
-    assert scores["ground"]["malformed"] == sum(grounding.parse_box(answers[r["id"]], 64, 64) is None for r in ground)
-    assert (scores["score_metric"], scores["score"]) == ("vqa.accuracy", scores["vqa"]["accuracy"])
-    train = data.read_records(world["train_shards"])
-    assert scores["majority_baseline"] == evaluate.majority_baseline(train, vqa)
+    assert result["ground"] == grounding.grounding_scores(subset(answers, ground), {r["id"]: r["box"] for r in ground}, sizes)
+    assert result["ground"]["malformed"] == sum(grounding.parse_box(answers[r["id"]], 64, 64) is None for r in ground)
+    assert (result["score_metric"], result["score"]) == ("vqa.accuracy", result["vqa"]["accuracy"])
+    train = shards.read_records(world["train_shards"])
+    assert result["majority_baseline"] == scores.majority_baseline(train, vqa)
 
-    personalized = scores["personalized"]
+    personalized = result["personalized"]
     assert (personalized["split"], personalized["model"]) == ("test", "global")
     assert list(personalized["clients"]) == ["client_0", "client_1"]
     for k, part in enumerate((records[:7], records[7:])):
-        expected = evaluate.score_records(answers, part, sizes, metric="vqa.accuracy")
+        expected = scores.score_records(answers, part, sizes, metric="vqa.accuracy")
         assert personalized["clients"][f"client_{k}"] == expected
     client_scores = [personalized["clients"][c]["score"] for c in ("client_0", "client_1")]
     assert personalized["mean"]["score"] == pytest.approx(sum(client_scores) / 2)
@@ -167,25 +172,25 @@ def test_global_model_on_the_split_and_on_each_clients_part(world: dict) -> None
 def test_local_models_each_on_the_split_and_on_their_own_part(world: dict) -> None:
     records, answers = world["records"], world["answers"]
     assert answers["local"] != answers["global"]  # so that using the wrong model would show
-    scores = run(world, {"client_0": "global", "client_1": "local"})
+    result = run(world, {"client_0": "global", "client_1": "local"})
     ground = of_task(records, "ground")
     sizes = {r["id"]: (64, 64) for r in ground}
     per_client = {
-        "client_0": evaluate.score_records(answers["global"], records, sizes),
-        "client_1": evaluate.score_records(answers["local"], records, sizes),
+        "client_0": scores.score_records(answers["global"], records, sizes),
+        "client_1": scores.score_records(answers["local"], records, sizes),
     }
-    assert scores["per_client"] == per_client
-    assert scores["vqa"]["accuracy"] == pytest.approx(
+    assert result["per_client"] == per_client
+    assert result["vqa"]["accuracy"] == pytest.approx(
         (per_client["client_0"]["vqa"]["accuracy"] + per_client["client_1"]["vqa"]["accuracy"]) / 2
     )
-    assert scores["score"] == pytest.approx((per_client["client_0"]["score"] + per_client["client_1"]["score"]) / 2)
-    assert scores["n"] == 16 and scores["score_metric"] == "vqa.accuracy"
-    personalized = scores["personalized"]
+    assert result["score"] == pytest.approx((per_client["client_0"]["score"] + per_client["client_1"]["score"]) / 2)
+    assert result["n"] == 16 and result["score_metric"] == "vqa.accuracy"
+    personalized = result["personalized"]
     assert personalized["model"] == "local"
-    assert personalized["clients"]["client_1"] == evaluate.score_records(
+    assert personalized["clients"]["client_1"] == scores.score_records(
         answers["local"], records[7:], sizes, metric="vqa.accuracy"
     )
-    assert personalized["clients"]["client_0"] == evaluate.score_records(
+    assert personalized["clients"]["client_0"] == scores.score_records(
         answers["global"], records[:7], sizes, metric="vqa.accuracy"
     )
 
@@ -197,28 +202,28 @@ def test_missing_caption_requirements_stop_the_evaluation_before_generating(
     monkeypatch.setattr(captions, "_java_version_output", lambda: 'openjdk version "17.0.15" 2025-04-15')
     monkeypatch.setattr(captions, "spice_lib_dir", lambda: tmp_path)
     monkeypatch.setattr(shutil, "which", lambda name, *args, **kwargs: "/usr/bin/java")
-    inference.check_requirements(caption, {"spice": False})
-    inference.check_requirements([{"id": "v", "task": "vqa"}], {"spice": True})  # SPICE only scores captions
+    evaluate.check_requirements(caption, {"spice": False})
+    evaluate.check_requirements([{"id": "v", "task": "vqa"}], {"spice": True})  # SPICE only scores captions
     with pytest.raises(RuntimeError, match="SPICE cannot run: it needs Java 8-11") as error:
-        inference.check_requirements(caption, {"spice": True})
+        evaluate.check_requirements(caption, {"spice": True})
     assert "stanford-corenlp-3.6.0.jar" in str(error.value)
     monkeypatch.setattr(shutil, "which", lambda name, *args, **kwargs: None)
     with pytest.raises(RuntimeError, match="caption metrics need Java"):
-        inference.check_requirements(caption, {})
+        evaluate.check_requirements(caption, {})
 
 
 def test_generation_lengths_per_task() -> None:
-    assert inference.generation_lengths({"max_new_tokens": 4}) == {"vqa": 4, "classify": 4, "caption": 32, "ground": 24}
-    assert inference.generation_lengths(EVAL) == {"vqa": 3, "classify": 3, "caption": 6, "ground": 9}
+    assert evaluate.generation_lengths({"max_new_tokens": 4}) == {"vqa": 4, "classify": 4, "caption": 32, "ground": 24}
+    assert evaluate.generation_lengths(EVAL) == {"vqa": 3, "classify": 3, "caption": 6, "ground": 9}
 
 
 def test_client_splits_from_the_partition_index(tmp_path: Path) -> None:
     for k in (10, 2):
         atomic_write_json(tmp_path / f"client_{k:03d}.json", {"client": k, "train": ["t"], "test": [f"x{k}"]})
     (tmp_path / "counts.csv").write_text("")
-    assert inference.read_client_splits(tmp_path, "test") == {"client_2": ["x2"], "client_10": ["x10"]}
+    assert evaluate.read_client_splits(tmp_path, "test") == {"client_2": ["x2"], "client_10": ["x10"]}
     with pytest.raises(KeyError, match=r"client_002.json: no 'val' split \(has: client, test, train\)"):
-        inference.read_client_splits(tmp_path, "val")
+        evaluate.read_client_splits(tmp_path, "val")
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match=r"no client_\*\.json partition index files"):
-        inference.read_client_splits(tmp_path / "empty", "test")
+        evaluate.read_client_splits(tmp_path / "empty", "test")

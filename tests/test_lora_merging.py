@@ -10,8 +10,9 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from peft.utils import merge_utils
 
-from fedumm.strategies import base, fedavg, lora, merging
-from fedumm.strategies.base import ClientUpdate
+from fedumm.federated import strategies
+from fedumm.federated.strategies import fedavg, lora, merging
+from fedumm.federated.strategies.base import ClientUpdate
 
 LAYER = "base_model.model.language_model.model.layers.0.self_attn.q_proj"
 A_KEY, B_KEY = f"{LAYER}.lora_A.weight", f"{LAYER}.lora_B.weight"
@@ -224,24 +225,24 @@ def test_stack_is_exact_and_grows_the_rank_round_after_round():
 
 
 def test_stack_checks_uploads_against_the_client_rank():
-    from fedumm.server import UpdateRejected, check_update
+    from fedumm.federated.server import UpdateRejected, check_update
 
     glob = adapter(torch.zeros(6, 10), torch.ones(10, 5))
-    reference = base.update_reference(lora.LoraFedAvg(mode="stack", client_rank=2), glob)
+    reference = lora.LoraFedAvg(mode="stack", client_rank=2).update_reference(glob)
     check_update(0, adapter(torch.ones(6, 2), torch.ones(2, 5)), reference)
     with pytest.raises(UpdateRejected, match=r"client 3: tensor .*lora_A.weight is \(4, 5\).*expected \(2, 5\)"):
         check_update(3, adapter(torch.ones(6, 4), torch.ones(4, 5)), reference)
-    assert base.update_reference(lora.LoraFedAvg(mode="exact"), glob) is glob
+    assert lora.LoraFedAvg(mode="exact").update_reference(glob) is glob
     with pytest.raises(ValueError, match="mode stack needs client_rank >= 1"):
-        base.build({"name": "lora_fedavg", "mode": "stack"})
+        strategies.build({"name": "lora_fedavg", "mode": "stack"})
 
 
 def test_lora_fedavg_config_errors():
     with pytest.raises(ValueError, match="mode must be one of fedit, exact, stack, ffa"):
-        base.build({"name": "lora_fedavg", "mode": "mean"})
+        strategies.build({"name": "lora_fedavg", "mode": "mean"})
     with pytest.raises(ValueError, match="unknown parameter.*robust"):
-        base.build({"name": "lora_fedavg", "robust": {"name": "median"}})
-    assert base.build({"name": "lora_fedavg"}) == lora.LoraFedAvg(mode="exact")
+        strategies.build({"name": "lora_fedavg", "robust": {"name": "median"}})
+    assert strategies.build({"name": "lora_fedavg"}) == lora.LoraFedAvg(mode="exact")
 
 
 def test_a_factor_without_its_partner_is_rejected():
@@ -376,4 +377,4 @@ def test_dare_masks_are_seeded_per_round_and_tensor(method):
 ])
 def test_merge_config_errors(config, message):
     with pytest.raises(ValueError, match=message):
-        base.build({"name": "merge", **config})
+        strategies.build({"name": "merge", **config})

@@ -1,4 +1,4 @@
-"""The mixture dataset kind (fedumm.sources.mixture): two tiny shapes datasets mixed into one,
+"""The mixture dataset kind (fedumm.data.sources.mixture): two tiny shapes datasets mixed into one,
 its records, images, card and errors; a multitask partition over its datasets; the rule wiring."""
 
 from __future__ import annotations
@@ -7,12 +7,12 @@ import tarfile
 from pathlib import Path
 
 import pytest
-
-from fedumm import data, partition, sources
-from fedumm.config import ConfigError, load_experiments
-from fedumm.sources import mixture
-
 from workflow_util import job_counts, snakemake, tiny_config, write_config
+
+from fedumm.config import ConfigError, load_experiments
+from fedumm.data import shapes, shards, sources
+from fedumm.data.sources import mixture
+from fedumm.partition import schemes
 
 PART_SPLITS = {"a": {"train": 12, "val": 3, "test": 5}, "b.2": {"train": 4, "val": 3, "test": 5}}
 SPEC = {"kind": "mixture", "parts": ["a", "b.2"], "splits": {"train": 10, "val": 4, "test": 100}, "shard_size": 3, "seed": 0}
@@ -24,14 +24,14 @@ def parts(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("parts")
     dirs = {"a": root / "a", "b.2": root / "b.2"}
     for seed, (name, path) in enumerate(dirs.items()):
-        data.generate_shapes(path, splits=PART_SPLITS[name], seed=seed, image_size=32, shard_size=4)
+        shapes.generate_shapes(path, splits=PART_SPLITS[name], seed=seed, image_size=32, shard_size=4)
     return dirs
 
 
 def members(dataset_dir: Path, split: str) -> dict[str, tuple[str, bytes]]:
     """Image members of a split's shards: key -> (extension, bytes)."""
     found = {}
-    for shard in data.split_shards(dataset_dir, split):
+    for shard in shards.split_shards(dataset_dir, split):
         with tarfile.open(shard) as tar:
             for member in tar:
                 key, _, ext = member.name.partition(".")
@@ -57,7 +57,7 @@ def test_spread_is_even_and_refills_from_parts_with_samples_left():
 def test_records_are_prefixed_unique_and_name_their_dataset(mixed, parts):
     out, card = mixed
     for split, expected in {"train": {"a": 6, "b.2": 4}, "val": {"a": 2, "b.2": 2}, "test": {"a": 5, "b.2": 5}}.items():
-        records = data.read_records(data.split_shards(out, split))
+        records = shards.read_records(shards.split_shards(out, split))
         assert card["samples_per_part"][split] == expected
         assert card["num_samples"][split] == len(records) == sum(expected.values())
         assert len({r["id"] for r in records}) == len(records)
@@ -65,12 +65,12 @@ def test_records_are_prefixed_unique_and_name_their_dataset(mixed, parts):
             own = [r for r in records if r["dataset"] == part]
             assert len(own) == expected[part]
             assert all(r["id"].startswith(prefix) and r["split"] == split for r in own)
-            originals = {r["id"]: r for r in data.read_records(data.split_shards(parts[part], split))}
+            originals = {r["id"]: r for r in shards.read_records(shards.split_shards(parts[part], split))}
             for record in own:  # everything but id and dataset is the part's record
                 original = originals[record["id"].removeprefix(prefix)]
                 assert {k: v for k, v in record.items() if k not in ("id", "dataset")} == {
                     k: v for k, v in original.items() if k != "id"}
-        assert card["value_counts"][split] == data.value_counts(records)
+        assert card["value_counts"][split] == shards.value_counts(records)
     assert card["shards"]["train"] == ["train-00000.tar", "train-00001.tar", "train-00002.tar", "train-00003.tar"]
     assert (card["kind"], card["parts"], card["splits_requested"]) == ("mixture", ["a", "b.2"], SPEC["splits"])
 
@@ -92,7 +92,7 @@ def test_mixing_is_deterministic_and_seeded(mixed, parts, tmp_path):
     assert files == sorted(p.name for p in (tmp_path / "again").iterdir())
     assert all((out / f).read_bytes() == (tmp_path / "again" / f).read_bytes() for f in files)
     reseeded = mixture.write_mixture("mix", {**SPEC, "seed": 1}, parts, tmp_path / "reseeded")
-    ids = lambda d: [r["id"] for r in data.read_records(data.split_shards(d, "train"))]  # noqa: E731
+    ids = lambda d: [r["id"] for r in shards.read_records(shards.split_shards(d, "train"))]  # noqa: E731
     assert again["samples_per_part"] == reseeded["samples_per_part"]
     assert ids(out) != ids(tmp_path / "reseeded")
 
@@ -105,9 +105,9 @@ def test_a_split_missing_from_a_part_is_an_error_naming_both(parts, tmp_path):
 
 def test_multitask_partition_by_dataset_gives_each_client_one_dataset(mixed):
     out, _ = mixed
-    records = {split: data.read_records(data.split_shards(out, split)) for split in partition.SPLITS}
-    labels = {split: [partition.label_of(r, "dataset") for r in rs] for split, rs in records.items()}
-    parts = partition.partition_splits(labels, scheme="multitask", num_clients=2, seed=0, alpha=None, min_size=1)
+    records = {split: shards.read_records(shards.split_shards(out, split)) for split in schemes.SPLITS}
+    labels = {split: [schemes.label_of(r, "dataset") for r in rs] for split, rs in records.items()}
+    parts = schemes.partition_splits(labels, scheme="multitask", num_clients=2, seed=0, alpha=None, min_size=1)
     for split, split_parts in parts.items():
         held = [{labels[split][i] for i in part} for part in split_parts]
         assert sorted(h.pop() for h in held if len(h) == 1) == ["a", "b.2"]
@@ -115,9 +115,9 @@ def test_multitask_partition_by_dataset_gives_each_client_one_dataset(mixed):
 
 
 def test_the_dataset_label_needs_a_mixture(parts):
-    record = data.read_records(data.split_shards(parts["a"], "train"))[0]
+    record = shards.read_records(shards.split_shards(parts["a"], "train"))[0]
     with pytest.raises(ValueError, match=r"label field 'dataset': record 'shapes-train-000000' has no 'dataset' field"):
-        partition.label_of(record, "dataset")
+        schemes.label_of(record, "dataset")
 
 
 def mixture_config(**mix) -> dict:

@@ -19,28 +19,38 @@ from transformers import (
     SiglipVisionModel,
 )
 
-from fedumm.model import (
-    CLIP_MEAN,
-    CLIP_STD,
-    VisionLanguageModel,
+from fedumm.models.adapters import (
     adapter_config,
     adapter_state,
     attach_adapter,
-    build_connector,
-    build_vlm,
-    image_transform,
     load_adapter,
-    load_base,
     parameter_group,
     save_adapter,
-    save_base,
-    transform_from_preprocessor,
     set_adapter_state,
     trainable_groups,
+)
+from fedumm.models.images import (
+    CLIP_MEAN,
+    CLIP_STD,
+    image_transform,
+    transform_from_preprocessor,
+)
+from fedumm.models.text import (
+    build_wordlevel_tokenizer,
+    collate_train,
+    decode_answers,
+    encode_example,
+    encode_prompts,
+)
+from fedumm.models.vlm import (
+    VisionLanguageModel,
+    build_connector,
+    build_vlm,
+    load_base,
+    save_base,
     unwrap,
     validate_spec,
 )
-from fedumm.text import build_wordlevel_tokenizer, collate_train, decode_answers, encode_example, encode_prompts
 
 VISION = {"model_type": "clip_vision_model", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
           "num_attention_heads": 2, "image_size": 64, "patch_size": 16}
@@ -480,11 +490,11 @@ def test_save_adapter_is_byte_deterministic_and_accepts_a_state(model, tmp_path)
 
 
 def test_failed_write_leaves_the_old_directory(tmp_path):
-    from fedumm.model import _atomic_dir
+    from fedumm.io import atomic_dir
 
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "kept").write_text("old")
-    with pytest.raises(RuntimeError), _atomic_dir(tmp_path / "out") as tmp:
+    with pytest.raises(RuntimeError), atomic_dir(tmp_path / "out") as tmp:
         (tmp / "new").write_text("new")
         raise RuntimeError("interrupted")
     assert [p.name for p in tmp_path.iterdir()] == ["out"]

@@ -12,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fedumm import io as fio
-from fedumm import partition as P
+from fedumm.partition import heterogeneity, schemes
+from fedumm.partition.files import write_partition
 
 
 def _balanced_labels(n_per_label: int, values: str = "abcde") -> list[str]:
@@ -29,7 +30,7 @@ def _assert_exact_cover(parts: list[list[int]], n: int) -> None:
     n_train=st.integers(10, 150),
     n_test=st.integers(0, 60),
     num_clients=st.integers(1, 8),
-    scheme=st.sampled_from(P.LABEL_SCHEMES),
+    scheme=st.sampled_from(schemes.LABEL_SCHEMES),
     alpha=st.floats(0.05, 100.0),
     seed=st.integers(0, 2**32 - 1),
     n_values=st.integers(1, 6),
@@ -40,56 +41,56 @@ def test_every_sample_is_assigned_exactly_once(n_train, n_test, num_clients, sch
         "train": [str(v) for v in rng.integers(0, n_values, size=n_train)],
         "test": [str(v) for v in rng.integers(0, n_values, size=n_test)],
     }
-    parts = P.partition_splits(split_labels, scheme, num_clients, seed, alpha, min_size=0)
+    parts = schemes.partition_splits(split_labels, scheme, num_clients, seed, alpha, min_size=0)
     assert set(parts) == {"train", "test"}
     for split, labels in split_labels.items():
         assert len(parts[split]) == num_clients
         _assert_exact_cover(parts[split], len(labels))
-    assert parts == P.partition_splits(split_labels, scheme, num_clients, seed, alpha, min_size=0)
+    assert parts == schemes.partition_splits(split_labels, scheme, num_clients, seed, alpha, min_size=0)
 
 
 @settings(max_examples=30, deadline=None)
 @given(n=st.integers(0, 200), num_clients=st.integers(1, 12), seed=st.integers(0, 1000))
 def test_iid_partition_is_near_equal(n, num_clients, seed) -> None:
-    parts = P.iid_partition(n, num_clients, seed)
+    parts = schemes.iid_partition(n, num_clients, seed)
     _assert_exact_cover(parts, n)
     sizes = [len(p) for p in parts]
     assert max(sizes) - min(sizes) <= 1
 
 
 def test_iid_partition_concrete() -> None:
-    parts = P.iid_partition(10, 3, seed=0)
+    parts = schemes.iid_partition(10, 3, seed=0)
     assert [len(p) for p in parts] == [4, 3, 3]
-    assert parts == P.iid_partition(10, 3, seed=0)
-    assert parts != P.iid_partition(10, 3, seed=1)
+    assert parts == schemes.iid_partition(10, 3, seed=0)
+    assert parts != schemes.iid_partition(10, 3, seed=1)
 
 
 def test_same_seed_same_dirichlet_partition_and_different_seed_differs() -> None:
     labels = {"train": _balanced_labels(40), "val": _balanced_labels(8)}
-    first = P.partition_splits(labels, "dirichlet", 4, seed=5, alpha=0.5, min_size=5)
-    assert first == P.partition_splits(labels, "dirichlet", 4, seed=5, alpha=0.5, min_size=5)
-    assert first != P.partition_splits(labels, "dirichlet", 4, seed=6, alpha=0.5, min_size=5)
+    first = schemes.partition_splits(labels, "dirichlet", 4, seed=5, alpha=0.5, min_size=5)
+    assert first == schemes.partition_splits(labels, "dirichlet", 4, seed=5, alpha=0.5, min_size=5)
+    assert first != schemes.partition_splits(labels, "dirichlet", 4, seed=6, alpha=0.5, min_size=5)
     # The result does not depend on the order of the splits in the dict.
-    assert first == P.partition_splits({"val": labels["val"], "train": labels["train"]}, "dirichlet", 4, 5, 0.5, 5)
+    assert first == schemes.partition_splits({"val": labels["val"], "train": labels["train"]}, "dirichlet", 4, 5, 0.5, 5)
 
 
 def test_large_alpha_approaches_global_distribution_small_alpha_is_skewed() -> None:
     labels = _balanced_labels(400)
-    near_iid = P.dirichlet_partition({"train": labels}, 5, alpha=1e5, min_size=1, seed=0)["train"]
-    skewed = P.dirichlet_partition({"train": labels}, 5, alpha=0.05, min_size=1, seed=0)["train"]
-    _, near_counts = P.label_counts(labels, near_iid)
-    _, skewed_counts = P.label_counts(labels, skewed)
-    assert P.js_divergence_heterogeneity(near_counts) < 0.01
-    assert P.js_divergence_heterogeneity(skewed_counts) > 0.5
+    near_iid = schemes.dirichlet_partition({"train": labels}, 5, alpha=1e5, min_size=1, seed=0)["train"]
+    skewed = schemes.dirichlet_partition({"train": labels}, 5, alpha=0.05, min_size=1, seed=0)["train"]
+    _, near_counts = heterogeneity.label_counts(labels, near_iid)
+    _, skewed_counts = heterogeneity.label_counts(labels, skewed)
+    assert heterogeneity.js_divergence_heterogeneity(near_counts) < 0.01
+    assert heterogeneity.js_divergence_heterogeneity(skewed_counts) > 0.5
     # With alpha -> infinity each client gets ~1/5 of every label (400 / 5 = 80).
     assert np.abs(near_counts - 80).max() <= 3
 
 
 def test_splits_share_the_client_label_distribution() -> None:
     split_labels = {"train": _balanced_labels(200), "test": _balanced_labels(100)}
-    parts = P.dirichlet_partition(split_labels, 5, alpha=0.1, min_size=10, seed=1)
-    values, train_counts = P.label_counts(split_labels["train"], parts["train"])
-    _, test_counts = P.label_counts(split_labels["test"], parts["test"])
+    parts = schemes.dirichlet_partition(split_labels, 5, alpha=0.1, min_size=10, seed=1)
+    values, train_counts = heterogeneity.label_counts(split_labels["train"], parts["train"])
+    _, test_counts = heterogeneity.label_counts(split_labels["test"], parts["test"])
     train_share = train_counts / train_counts.sum(axis=0)
     test_share = test_counts / test_counts.sum(axis=0)
     # Both splits are cut by the same proportion matrix.
@@ -99,37 +100,37 @@ def test_splits_share_the_client_label_distribution() -> None:
 def test_assign_by_proportions_follows_the_matrix() -> None:
     labels = ["a", "b", "a", "b", "a", "c"]
     proportions = np.array([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]])
-    parts = P.assign_by_proportions(labels, ["a", "b", "c"], proportions, np.random.default_rng(0))
+    parts = schemes.assign_by_proportions(labels, ["a", "b", "c"], proportions, np.random.default_rng(0))
     # Label "c" has one sample: its boundary 0.5 rounds (half to even) to 0, so client 1 takes it.
     assert parts == [[0, 2, 4], [1, 3, 5]]
     with pytest.raises(ValueError, match="'z'"):
-        P.assign_by_proportions(["z"], ["a"], np.ones((1, 1)), np.random.default_rng(0))
+        schemes.assign_by_proportions(["z"], ["a"], np.ones((1, 1)), np.random.default_rng(0))
 
 
 def test_dirichlet_proportions_shape_and_rows_sum_to_one() -> None:
-    proportions = P.dirichlet_proportions(["a", "b", "c"], 4, 0.5, np.random.default_rng(0))
+    proportions = schemes.dirichlet_proportions(["a", "b", "c"], 4, 0.5, np.random.default_rng(0))
     assert proportions.shape == (3, 4)
     np.testing.assert_allclose(proportions.sum(axis=1), 1.0)
 
 
 def test_min_size_is_respected() -> None:
     labels = _balanced_labels(200)
-    parts = P.partition_splits({"train": labels}, "dirichlet", 10, seed=0, alpha=0.3, min_size=20)
+    parts = schemes.partition_splits({"train": labels}, "dirichlet", 10, seed=0, alpha=0.3, min_size=20)
     assert min(len(p) for p in parts["train"]) >= 20
 
 
 def test_unreachable_min_size_raises_clear_error() -> None:
     labels = _balanced_labels(50, values="ab")
     with pytest.raises(ValueError, match=r"100 attempts.*num_clients=8.*min_size=10.*alpha=0.01"):
-        P.partition_splits({"train": labels}, "dirichlet", 8, seed=0, alpha=0.01, min_size=10)
+        schemes.partition_splits({"train": labels}, "dirichlet", 8, seed=0, alpha=0.01, min_size=10)
     with pytest.raises(ValueError, match=r"min_size=30.*num_clients=4.*120.*only 100"):
-        P.partition_splits({"train": labels}, "iid", 4, seed=0, alpha=None, min_size=30)
+        schemes.partition_splits({"train": labels}, "iid", 4, seed=0, alpha=None, min_size=30)
 
 
-@pytest.mark.parametrize("scheme", P.SCHEMES)
+@pytest.mark.parametrize("scheme", schemes.SCHEMES)
 def test_more_clients_than_samples_raises(scheme: str) -> None:
     with pytest.raises(ValueError, match=r"num_clients=50 exceeds .* \(20\)"):
-        P.partition_splits({"train": ["a"] * 20}, scheme, 50, seed=0, alpha=1.0, min_size=0)
+        schemes.partition_splits({"train": ["a"] * 20}, scheme, 50, seed=0, alpha=1.0, min_size=0)
 
 
 @pytest.mark.parametrize(
@@ -143,7 +144,7 @@ def test_more_clients_than_samples_raises(scheme: str) -> None:
 )
 def test_bad_scheme_or_alpha_raises(scheme: str, alpha: float | None, message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        P.partition_splits({"train": ["a"] * 20}, scheme, 2, seed=0, alpha=alpha, min_size=0)
+        schemes.partition_splits({"train": ["a"] * 20}, scheme, 2, seed=0, alpha=alpha, min_size=0)
 
 
 def test_label_of_fields() -> None:
@@ -155,25 +156,25 @@ def test_label_of_fields() -> None:
         "domain": "noise",
         "task": "vqa",
     }
-    assert [P.label_of(record, f) for f in ("answer", "question_type", "answer_type", "label", "domain", "task")] == [
+    assert [schemes.label_of(record, f) for f in ("answer", "question_type", "answer_type", "label", "domain", "task")] == [
         "red", "what color is the", "other", "circle", "noise", "vqa",
     ]
     with pytest.raises(ValueError, match=r"'answer'.*'domain'.*got 'colour'"):
-        P.label_of(record, "colour")
+        schemes.label_of(record, "colour")
 
 
 def test_label_counts() -> None:
-    values, counts = P.label_counts(["b", "a", "b", "c"], [[0, 1], [2, 3], []])
+    values, counts = heterogeneity.label_counts(["b", "a", "b", "c"], [[0, 1], [2, 3], []])
     assert values == ["a", "b", "c"]
     assert counts.tolist() == [[1, 1, 0], [0, 1, 1], [0, 0, 0]]
 
 
 def test_js_divergence_heterogeneity_values() -> None:
-    assert P.js_divergence_heterogeneity(np.array([[2, 2], [5, 5]])) == pytest.approx(0.0)
-    assert P.js_divergence_heterogeneity(np.array([[3, 0], [0, 7]])) == pytest.approx(1.0)
+    assert heterogeneity.js_divergence_heterogeneity(np.array([[2, 2], [5, 5]])) == pytest.approx(0.0)
+    assert heterogeneity.js_divergence_heterogeneity(np.array([[3, 0], [0, 7]])) == pytest.approx(1.0)
     # JS((1,0), (.5,.5)) = H(.75,.25) - (0 + 1)/2 bits; the empty client is ignored.
-    assert P.js_divergence_heterogeneity(np.array([[1, 0], [1, 1], [0, 0]])) == pytest.approx(0.311278, abs=1e-6)
-    assert P.js_divergence_heterogeneity(np.array([[4, 1]])) == 0.0
+    assert heterogeneity.js_divergence_heterogeneity(np.array([[1, 0], [1, 1], [0, 0]])) == pytest.approx(0.311278, abs=1e-6)
+    assert heterogeneity.js_divergence_heterogeneity(np.array([[4, 1]])) == 0.0
 
 
 def _records(split: str, labels: list[str]) -> list[dict]:
@@ -183,8 +184,8 @@ def _records(split: str, labels: list[str]) -> list[dict]:
 def test_write_partition_files(tmp_path: Path) -> None:
     split_labels = {split: _balanced_labels(n, "pqr") for split, n in [("train", 12), ("val", 2), ("test", 3)]}
     split_records = {split: _records(split, labels) for split, labels in split_labels.items()}
-    parts = P.partition_splits(split_labels, "dirichlet", 3, seed=0, alpha=1.0, min_size=2)
-    P.write_partition(tmp_path / "clients", tmp_path / "counts.csv", tmp_path / "heatmap.png", split_records, parts, "domain")
+    parts = schemes.partition_splits(split_labels, "dirichlet", 3, seed=0, alpha=1.0, min_size=2)
+    write_partition(tmp_path / "clients", tmp_path / "counts.csv", tmp_path / "heatmap.png", split_records, parts, "domain")
 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clients", "counts.csv", "heatmap.png"]
     files = sorted(p.name for p in (tmp_path / "clients").iterdir())
@@ -203,7 +204,7 @@ def test_write_partition_files(tmp_path: Path) -> None:
 
 def test_write_partition_rejects_mismatched_splits(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="differ"):
-        P.write_partition(
+        write_partition(
             tmp_path, tmp_path / "c.csv", tmp_path / "h.png", {"train": _records("train", ["a"])}, {"train": [[0]], "val": [[]]}, "domain"
         )
 

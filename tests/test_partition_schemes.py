@@ -1,5 +1,5 @@
 """Tests for the partition schemes beyond iid/dirichlet: quantity skew, by attribute, multitask,
-semantic clusters (fedumm.clustering), one-pass rounds, pooling, heterogeneity and projection
+semantic clusters (fedumm.partition.clustering), one-pass rounds, pooling, heterogeneity and projection
 outputs, the config keys, and (slow) the embeddings + partition rules in the real workflow."""
 
 from __future__ import annotations
@@ -14,11 +14,12 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from fedumm import clustering as C
-from fedumm import config as fedumm_config
-from fedumm import partition as P
 from workflow_util import REPO, tiny_config, write_config
+
+from fedumm import config as fedumm_config
+from fedumm.partition import clustering as C
+from fedumm.partition import files, heterogeneity, schemes
+from fedumm.partition.rounds import one_pass_rounds, pool, pool_rounds, round_train_ids
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -96,11 +97,11 @@ def test_label_schemes_assign_every_sample_once_and_are_seeded(n_train, n_val, n
     scheme, kwargs = SCHEME_ARGS[name]
     values = "abc" if scheme == "multitask" else "abcdefgh"
     split_labels = {"train": _labels(n_train, values, seed), "val": _labels(n_val, values, seed + 1)}
-    parts = P.partition_splits(split_labels, scheme, num_clients, seed, alpha, min_size=0, **kwargs)
+    parts = schemes.partition_splits(split_labels, scheme, num_clients, seed, alpha, min_size=0, **kwargs)
     for split, labels in split_labels.items():
         assert len(parts[split]) == num_clients
         _assert_exact_cover(parts[split], len(labels))
-    assert parts == P.partition_splits(split_labels, scheme, num_clients, seed, alpha, min_size=0, **kwargs)
+    assert parts == schemes.partition_splits(split_labels, scheme, num_clients, seed, alpha, min_size=0, **kwargs)
 
 
 @settings(max_examples=12, deadline=None)
@@ -121,28 +122,28 @@ def test_cluster_scheme_assigns_at_most_once_prunes_only_train_and_is_seeded(
     split_labels = {"train": ["x"] * n, "val": ["x"] * len(val_image)}
     embeddings = {"train": (image, text), "val": (val_image, val_text)}
     kwargs = dict(embeddings=embeddings, mode=mode, max_cluster_size=cap, center=center)
-    parts = P.partition_splits(split_labels, "cluster", num_clients, seed, None, 0, **kwargs)
+    parts = schemes.partition_splits(split_labels, "cluster", num_clients, seed, None, 0, **kwargs)
     _assert_disjoint(parts["train"], n)
-    limit = P.cluster_size_cap(cap, n)
+    limit = schemes.cluster_size_cap(cap, n)
     assert all(len(part) <= (limit or n) for part in parts["train"])
     if cap is None:
         _assert_exact_cover(parts["train"], n)
     _assert_exact_cover(parts["val"], len(val_image))  # held-out splits are never pruned
-    assert parts == P.partition_splits(split_labels, "cluster", num_clients, seed, None, 0, **kwargs)
+    assert parts == schemes.partition_splits(split_labels, "cluster", num_clients, seed, None, 0, **kwargs)
 
 
 @pytest.mark.parametrize("name", sorted(SCHEME_ARGS))
 def test_other_seed_other_partition(name: str) -> None:
     scheme, kwargs = SCHEME_ARGS[name]
     labels = {"train": _labels(300, "abc" if scheme == "multitask" else "abcdefgh", 0)}
-    runs = [P.partition_splits(labels, scheme, 6, seed, 0.5, 0, **kwargs) for seed in range(4)]
+    runs = [schemes.partition_splits(labels, scheme, 6, seed, 0.5, 0, **kwargs) for seed in range(4)]
     assert len({json.dumps(run) for run in runs}) > 1
 
 
 def test_cluster_other_seed_other_partition() -> None:
     image, text, _ = _embeddings(40, 2, "aligned", 0, noise=2.0)  # no clear structure: seeds matter
     embeddings = {"train": (image, text)}
-    runs = [P.partition_splits({"train": ["x"] * 80}, "cluster", 4, seed, None, 0, embeddings=embeddings) for seed in range(4)]
+    runs = [schemes.partition_splits({"train": ["x"] * 80}, "cluster", 4, seed, None, 0, embeddings=embeddings) for seed in range(4)]
     assert len({json.dumps(run) for run in runs}) > 1
 
 
@@ -150,12 +151,12 @@ def test_cluster_other_seed_other_partition() -> None:
 
 
 def test_apportion_largest_remainder() -> None:
-    assert P.apportion(10, np.array([0.5, 0.3, 0.2])).tolist() == [5, 3, 2]
+    assert schemes.apportion(10, np.array([0.5, 0.3, 0.2])).tolist() == [5, 3, 2]
     # Quotas 3.33 each: the one leftover sample goes to the lowest client index.
-    assert P.apportion(10, np.full(3, 1 / 3)).tolist() == [4, 3, 3]
-    assert P.apportion(10, np.array([1.0, 0.0, 0.0]), min_size=2).tolist() == [6, 2, 2]
+    assert schemes.apportion(10, np.full(3, 1 / 3)).tolist() == [4, 3, 3]
+    assert schemes.apportion(10, np.array([1.0, 0.0, 0.0]), min_size=2).tolist() == [6, 2, 2]
     with pytest.raises(ValueError, match="min_size=4 for 3 clients needs 12"):
-        P.apportion(10, np.full(3, 1 / 3), min_size=4)
+        schemes.apportion(10, np.full(3, 1 / 3), min_size=4)
 
 
 @settings(max_examples=40, deadline=None)
@@ -163,34 +164,34 @@ def test_apportion_largest_remainder() -> None:
 def test_apportion_sums_to_n_and_respects_min_size(n, k, m, seed) -> None:
     if k * m > n:
         return
-    sizes = P.apportion(n, np.random.default_rng(seed).dirichlet(np.ones(k)), m)
+    sizes = schemes.apportion(n, np.random.default_rng(seed).dirichlet(np.ones(k)), m)
     assert sizes.sum() == n and sizes.min() >= m
 
 
 def test_quantity_dirichlet_large_alpha_is_iid_small_alpha_is_skewed() -> None:
     labels = _labels(2000, "abcde", 0)
-    near_iid = P.partition_splits({"train": labels}, "quantity", 5, 0, 1e6, 0, sizes="dirichlet")["train"]
-    skewed = P.partition_splits({"train": labels}, "quantity", 5, 0, 0.1, 0, sizes="dirichlet")["train"]
+    near_iid = schemes.partition_splits({"train": labels}, "quantity", 5, 0, 1e6, 0, sizes="dirichlet")["train"]
+    skewed = schemes.partition_splits({"train": labels}, "quantity", 5, 0, 0.1, 0, sizes="dirichlet")["train"]
     assert max(len(p) for p in near_iid) - min(len(p) for p in near_iid) <= 2
     assert max(len(p) for p in skewed) > 3 * min(len(p) for p in skewed) + 1
     # Sizes differ but every client's label distribution stays that of the whole split.
-    _, counts = P.label_counts(labels, near_iid)
-    assert P.js_divergence_heterogeneity(counts) < 0.01
+    _, counts = heterogeneity.label_counts(labels, near_iid)
+    assert heterogeneity.js_divergence_heterogeneity(counts) < 0.01
 
 
 def test_quantity_power_law_sizes_follow_zipf() -> None:
     n, k = 1500, 5
-    parts = P.partition_splits({"train": ["a"] * n}, "quantity", k, 3, None, 0, sizes="power_law", exponent=1.0)
+    parts = schemes.partition_splits({"train": ["a"] * n}, "quantity", k, 3, None, 0, sizes="power_law", exponent=1.0)
     sizes = sorted((len(p) for p in parts["train"]), reverse=True)
     harmonic = sum(1 / r for r in range(1, k + 1))
     np.testing.assert_allclose(sizes, [n / (r * harmonic) for r in range(1, k + 1)], atol=1)
-    flat = P.partition_splits({"train": ["a"] * n}, "quantity", k, 3, None, 0, sizes="power_law", exponent=0.0)
+    flat = schemes.partition_splits({"train": ["a"] * n}, "quantity", k, 3, None, 0, sizes="power_law", exponent=0.0)
     assert [len(p) for p in flat["train"]] == [300] * 5
 
 
 def test_quantity_shares_apply_to_every_split_and_min_size_is_reserved() -> None:
     split_labels = {"train": ["a"] * 1000, "test": ["a"] * 500}
-    parts = P.partition_splits(split_labels, "quantity", 4, 1, 0.3, 30, sizes="dirichlet")
+    parts = schemes.partition_splits(split_labels, "quantity", 4, 1, 0.3, 30, sizes="dirichlet")
     train = np.array([len(p) for p in parts["train"]])
     test = np.array([len(p) for p in parts["test"]])
     assert train.min() >= 30
@@ -209,7 +210,7 @@ def test_quantity_shares_apply_to_every_split_and_min_size_is_reserved() -> None
 )
 def test_quantity_bad_arguments(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        P.partition_splits({"train": ["a"] * 20}, "quantity", 2, 0, None, 0, **kwargs)
+        schemes.partition_splits({"train": ["a"] * 20}, "quantity", 2, 0, None, 0, **kwargs)
 
 
 # ----------------------------------------------------------------------------- attribute, multitask
@@ -217,7 +218,7 @@ def test_quantity_bad_arguments(kwargs: dict, message: str) -> None:
 
 def test_attribute_puts_each_value_at_one_client_in_every_split() -> None:
     split_labels = {"train": _labels(400, "abcdefghij", 0), "test": _labels(100, "abcdefghij", 1)}
-    parts = P.partition_splits(split_labels, "attribute", 4, 7, None, 1)
+    parts = schemes.partition_splits(split_labels, "attribute", 4, 7, None, 1)
     owners = {}
     for split, labels in split_labels.items():
         for k, part in enumerate(parts[split]):
@@ -225,27 +226,27 @@ def test_attribute_puts_each_value_at_one_client_in_every_split() -> None:
                 assert owners.setdefault(labels[i], k) == k  # one client per value, in every split
     held = np.bincount(list(owners.values()), minlength=4)
     assert sorted(held.tolist()) == [2, 2, 3, 3]  # 10 values dealt round-robin to 4 clients
-    values, counts = P.label_counts(split_labels["train"], parts["train"])
-    assert P.js_divergence_heterogeneity(counts) == pytest.approx(1.0)  # no two clients share a value
+    values, counts = heterogeneity.label_counts(split_labels["train"], parts["train"])
+    assert heterogeneity.js_divergence_heterogeneity(counts) == pytest.approx(1.0)  # no two clients share a value
 
 
 def test_attribute_needs_enough_values_for_min_size() -> None:
     with pytest.raises(ValueError, match="3 values but num_clients=4.*min_size=1"):
-        P.partition_splits({"train": _labels(50, "abc", 0)}, "attribute", 4, 0, None, 1)
+        schemes.partition_splits({"train": _labels(50, "abc", 0)}, "attribute", 4, 0, None, 1)
     with pytest.raises(ValueError, match="no deal in 100 attempts.*min_size=40"):
-        P.partition_splits({"train": ["a"] * 90 + ["b"] * 5 + ["c"] * 5}, "attribute", 2, 0, None, 40)
+        schemes.partition_splits({"train": ["a"] * 90 + ["b"] * 5 + ["c"] * 5}, "attribute", 2, 0, None, 40)
 
 
 def test_multitask_one_task_per_client() -> None:
     split_labels = {"train": _labels(300, "xyz", 0), "val": _labels(60, "xyz", 1)}
-    parts = P.partition_splits(split_labels, "multitask", 3, 5, None, 1)
+    parts = schemes.partition_splits(split_labels, "multitask", 3, 5, None, 1)
     for split, labels in split_labels.items():
         tasks = [{labels[i] for i in part} for part in parts[split]]
         assert all(len(t) == 1 for t in tasks)
         assert set.union(*tasks) == {"x", "y", "z"}
     # Five clients for three tasks: two tasks are shared by two clients each, split near-equally.
-    parts = P.partition_splits(split_labels, "multitask", 5, 5, None, 1)
-    held = P.task_of_clients(["x", "y", "z"], 5, 5)
+    parts = schemes.partition_splits(split_labels, "multitask", 5, 5, None, 1)
+    held = schemes.task_of_clients(["x", "y", "z"], 5, 5)
     assert sorted(held.count(t) for t in "xyz") == [1, 2, 2]
     for task in "xyz":
         sizes = [len(parts["train"][k]) for k in range(5) if held[k] == task]
@@ -255,7 +256,7 @@ def test_multitask_one_task_per_client() -> None:
 
 def test_multitask_needs_a_client_per_task() -> None:
     with pytest.raises(ValueError, match=r"3 tasks \['x', 'y', 'z'\] need at least as many clients, got num_clients=2"):
-        P.partition_splits({"train": _labels(30, "xyz", 0)}, "multitask", 2, 0, None, 0)
+        schemes.partition_splits({"train": _labels(30, "xyz", 0)}, "multitask", 2, 0, None, 0)
 
 
 # ----------------------------------------------------------------------------- clustering
@@ -389,30 +390,30 @@ def test_pca_2d() -> None:
 
 
 def test_cluster_size_cap() -> None:
-    assert P.cluster_size_cap(None, 100) is None
-    assert P.cluster_size_cap(30, 100) == 30
-    assert P.cluster_size_cap(0.25, 100) == 25
-    assert P.cluster_size_cap(0.001, 100) == 1
+    assert schemes.cluster_size_cap(None, 100) is None
+    assert schemes.cluster_size_cap(30, 100) == 30
+    assert schemes.cluster_size_cap(0.25, 100) == 25
+    assert schemes.cluster_size_cap(0.001, 100) == 1
     for bad in (0, 1.5, True, "10"):
         with pytest.raises(ValueError, match="max_cluster_size"):
-            P.cluster_size_cap(bad, 100)
+            schemes.cluster_size_cap(bad, 100)
 
 
 def test_cluster_scheme_errors() -> None:
     labels = {"train": ["x"] * 10, "val": ["x"] * 2}
     image = np.eye(10)
     with pytest.raises(ValueError, match="needs embeddings.*partition.embedder"):
-        P.partition_splits(labels, "cluster", 2, 0, None, 0)
+        schemes.partition_splits(labels, "cluster", 2, 0, None, 0)
     with pytest.raises(ValueError, match=r"missing \['val'\]"):
-        P.partition_splits(labels, "cluster", 2, 0, None, 0, embeddings={"train": (image, image)})
+        schemes.partition_splits(labels, "cluster", 2, 0, None, 0, embeddings={"train": (image, image)})
     with pytest.raises(ValueError, match="text embeddings of split 'val' have 3 rows but the split has 2"):
-        P.partition_splits(labels, "cluster", 2, 0, None, 0, embeddings={"train": (image, image), "val": (image[:2], image[:3])})
+        schemes.partition_splits(labels, "cluster", 2, 0, None, 0, embeddings={"train": (image, image), "val": (image[:2], image[:3])})
     with pytest.raises(ValueError, match="caps clusters at 2 samples, below min_size=3"):
-        P.partition_splits(labels, "cluster", 2, 0, None, 3, embeddings={"train": (image, image), "val": (image[:2], image[:2])}, max_cluster_size=2)
+        schemes.partition_splits(labels, "cluster", 2, 0, None, 3, embeddings={"train": (image, image), "val": (image[:2], image[:2])}, max_cluster_size=2)
     image, text, _ = _embeddings(20, 3, "image", 0)
     keep = np.r_[0:40, 40:44]  # groups of 20, 20 and 4 samples
     with pytest.raises(ValueError, match="cluster partition: a client holds only 4 'train' samples, fewer than min_size=5"):
-        P.cluster_partition({"train": (image[keep], text[keep])}, 3, "image", None, 5, 0)
+        schemes.cluster_partition({"train": (image[keep], text[keep])}, 3, "image", None, 5, 0)
 
 
 # ----------------------------------------------------------------------------- one-pass rounds, pooling
@@ -423,8 +424,8 @@ def test_cluster_scheme_errors() -> None:
 def test_one_pass_rounds_are_disjoint_parts_of_each_client(sizes, num_parts, seed) -> None:
     starts = np.cumsum([0, *sizes])
     train_parts = [list(range(starts[k], starts[k + 1])) for k in range(len(sizes))]
-    rounds = P.one_pass_rounds(train_parts, num_parts, seed)
-    assert rounds == P.one_pass_rounds(train_parts, num_parts, seed)
+    rounds = one_pass_rounds(train_parts, num_parts, seed)
+    assert rounds == one_pass_rounds(train_parts, num_parts, seed)
     for part, client_rounds in zip(train_parts, rounds):
         assert len(client_rounds) == num_parts
         assert sorted(i for r in client_rounds for i in r) == part
@@ -434,25 +435,25 @@ def test_one_pass_rounds_are_disjoint_parts_of_each_client(sizes, num_parts, see
 
 def test_one_pass_needs_a_sample_per_part() -> None:
     with pytest.raises(ValueError, match="client 1 holds 2 training samples, fewer than the 3 parts"):
-        P.one_pass_rounds([[0, 1, 2], [3, 4]], 3, 0)
+        one_pass_rounds([[0, 1, 2], [3, 4]], 3, 0)
 
 
 def test_round_train_ids_cycles_through_the_parts() -> None:
     index = {"train": ["a", "b", "c", "d"], "train_rounds": [["b", "c"], ["a", "d"]]}
-    assert [P.round_train_ids(index, r) for r in (1, 2, 3)] == [["b", "c"], ["a", "d"], ["b", "c"]]
-    assert P.round_train_ids({"train": ["a"]}, 7) == ["a"]
+    assert [round_train_ids(index, r) for r in (1, 2, 3)] == [["b", "c"], ["a", "d"], ["b", "c"]]
+    assert round_train_ids({"train": ["a"]}, 7) == ["a"]
     with pytest.raises(ValueError, match="at least 1"):
-        P.round_train_ids(index, 0)
+        round_train_ids(index, 0)
 
 
 def test_pool_is_the_union_of_the_clients() -> None:
     parts = {"train": [[0, 3], [1], [2, 4]], "test": [[1], [0]]}
-    assert P.pool(parts) == {"train": [[0, 1, 2, 3, 4]], "test": [[0, 1]]}
-    assert P.pool_rounds([[[0], [3]], [[1], [2, 4]]]) == [[[0, 1], [2, 3, 4]]]
+    assert pool(parts) == {"train": [[0, 1, 2, 3, 4]], "test": [[0, 1]]}
+    assert pool_rounds([[[0], [3]], [[1], [2, 4]]]) == [[[0, 1], [2, 3, 4]]]
 
 
 def test_partition_sizes_counts_the_unassigned() -> None:
-    sizes = P.partition_sizes({"train": 10, "val": 3}, {"train": [[0, 1], [5]], "val": [[0], [1, 2]]})
+    sizes = heterogeneity.partition_sizes({"train": 10, "val": 3}, {"train": [[0, 1], [5]], "val": [[0], [1, 2]]})
     assert sizes == {"train": {"clients": [2, 1], "unassigned": 7}, "val": {"clients": [1, 2], "unassigned": 0}}
 
 
@@ -461,13 +462,13 @@ def test_partition_sizes_counts_the_unassigned() -> None:
 
 def test_pairwise_js_matches_the_mean_and_marks_empty_clients() -> None:
     counts = np.array([[5, 0, 1], [1, 4, 1], [0, 0, 0], [2, 2, 2]])
-    matrix = P.pairwise_js_divergences(counts)
+    matrix = heterogeneity.pairwise_js_divergences(counts)
     assert np.isnan(matrix[2]).all() and np.isnan(matrix[:, 2]).all()
     np.testing.assert_allclose(np.diag(matrix)[[0, 1, 3]], 0.0, atol=1e-12)
     np.testing.assert_allclose(matrix, matrix.T)
     upper = matrix[np.triu_indices(4, 1)]
-    assert np.nanmean(upper) == pytest.approx(P.js_divergence_heterogeneity(counts))
-    assert P.pairwise_js_divergences(np.array([[3, 0], [0, 7]]))[0, 1] == pytest.approx(1.0)
+    assert np.nanmean(upper) == pytest.approx(heterogeneity.js_divergence_heterogeneity(counts))
+    assert heterogeneity.pairwise_js_divergences(np.array([[3, 0], [0, 7]]))[0, 1] == pytest.approx(1.0)
 
 
 def test_write_partition_with_rounds_and_report_files(tmp_path: Path) -> None:
@@ -475,27 +476,27 @@ def test_write_partition_with_rounds_and_report_files(tmp_path: Path) -> None:
         split: [{"id": f"{split}-{i}", "label": "pq"[i % 2]} for i in range(n)] for split, n in [("train", 8), ("val", 2)]
     }
     parts = {"train": [[0, 1, 2], [4, 5, 6, 7]], "val": [[0], [1]]}  # train sample 3 pruned
-    rounds = P.one_pass_rounds(parts["train"], 2, 0)
-    P.write_partition(tmp_path / "clients", tmp_path / "c.csv", tmp_path / "h.png", records, parts, "label", train_rounds=rounds)
+    rounds = one_pass_rounds(parts["train"], 2, 0)
+    files.write_partition(tmp_path / "clients", tmp_path / "c.csv", tmp_path / "h.png", records, parts, "label", train_rounds=rounds)
     client = json.loads((tmp_path / "clients" / "client_001.json").read_text())
     assert client["train"] == ["train-4", "train-5", "train-6", "train-7"]
     assert client["train_rounds"] == [[f"train-{i}" for i in part] for part in rounds[1]]
     assert sorted(sum(client["train_rounds"], [])) == client["train"]
     with pytest.raises(ValueError, match="train_rounds has 1 clients, the partition 2"):
-        P.write_partition(tmp_path / "x", tmp_path / "c.csv", tmp_path / "h.png", records, parts, "label", train_rounds=rounds[:1])
+        files.write_partition(tmp_path / "x", tmp_path / "c.csv", tmp_path / "h.png", records, parts, "label", train_rounds=rounds[:1])
 
-    summary = P.write_heterogeneity(tmp_path / "het.json", tmp_path / "het.png", records["train"], parts["train"], "label")
+    summary = files.write_heterogeneity(tmp_path / "het.json", tmp_path / "het.png", records["train"], parts["train"], "label")
     assert json.loads((tmp_path / "het.json").read_text()) == summary
     # Client 0 holds p, q, p; client 1 holds p, q, p, q.
     assert summary["label"] == "label" and summary["clients"] == 2 and summary["label_values"] == 2
-    assert summary["mean_pairwise_js_divergence"] == pytest.approx(P.js_divergence_heterogeneity(np.array([[2, 1], [2, 2]])))
+    assert summary["mean_pairwise_js_divergence"] == pytest.approx(heterogeneity.js_divergence_heterogeneity(np.array([[2, 1], [2, 2]])))
     assert (tmp_path / "het.png").read_bytes()[:8] == PNG
 
     rng = np.random.default_rng(0)
     image, text = rng.normal(size=(8, 4)), rng.normal(size=(8, 4))
-    P.write_projection(tmp_path / "proj.png", image, text, parts["train"], "joint", "title")
+    files.write_projection(tmp_path / "proj.png", image, text, parts["train"], "joint", "title")
     assert (tmp_path / "proj.png").read_bytes()[:8] == PNG
-    assert P.client_of(8, parts["train"]).tolist() == [0, 0, 0, -1, 1, 1, 1, 1]
+    assert files.client_of(8, parts["train"]).tolist() == [0, 0, 0, -1, 1, 1, 1, 1]
 
 
 # ----------------------------------------------------------------------------- config keys

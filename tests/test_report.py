@@ -1,4 +1,4 @@
-"""fedumm.report on small synthetic eval.json files: VQA, caption-only and old-format ones."""
+"""fedumm.reports.summary on small synthetic eval.json files: VQA, caption-only and old-format ones."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from matplotlib.figure import Figure
 
-from fedumm.evaluate import PRIMARY_METRICS
-from fedumm.report import (
+from fedumm.evaluation.scores import PRIMARY_METRICS
+from fedumm.reports.summary import (
     FRACTION_METRICS,
     METRIC_NAMES,
     METRICS_COLUMNS,
@@ -35,7 +35,7 @@ from fedumm.report import (
 
 
 def vqa_eval(rnd: int, acc: float, per_type: dict, cls: float | None, personalized: float | None = None) -> dict:
-    """An eval.json of a VQA v2 split as `fedumm.evaluate` writes it, with a personalized mean."""
+    """An eval.json of a VQA v2 split as `fedumm.evaluation.scores` writes it, with a personalized mean."""
     return {
         "round": rnd,
         "vqa": {"accuracy": acc, "per_answer_type": per_type, "n": 8},

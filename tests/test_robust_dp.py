@@ -1,4 +1,4 @@
-"""Robust aggregation rules (fedumm.strategies.robust) and DP-FedAvg (fedumm.strategies.dp)."""
+"""Robust aggregation rules (fedumm.federated.strategies.robust) and DP-FedAvg (fedumm.federated.strategies.dp)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,13 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fedumm.strategies.base import ClientUpdate, build, combine_deltas
-from fedumm.strategies.dp import RDP_ORDERS, dp_epsilon
-from fedumm.strategies.robust import (
+from fedumm.federated.strategies import build
+from fedumm.federated.strategies.base import ClientUpdate
+from fedumm.federated.strategies.dp import RDP_ORDERS, dp_epsilon
+from fedumm.federated.strategies.robust import (
     check_robust_params,
     clip_delta,
+    combine_deltas,
     global_norm,
     krum,
     krum_scores,

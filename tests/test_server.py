@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from fedumm import strategies
-from fedumm.server import UpdateRejected, aggregate_round, read_weights, write_weights
-from fedumm.strategies import ClientUpdate
+from fedumm.artifacts import read_weights, write_weights
+from fedumm.federated import strategies
+from fedumm.federated.server import UpdateRejected, aggregate_round
+from fedumm.federated.strategies.base import ClientUpdate
 
 
 def _global(tmp_path: Path, weights: dict[str, torch.Tensor]) -> Path:

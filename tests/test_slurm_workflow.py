@@ -6,7 +6,6 @@ import json
 import subprocess
 
 import pytest
-
 from slurm_cluster import ClusterInfo, snakemake_slurm_command
 from workflow_util import REPO, tiny_config, write_config
 

@@ -11,19 +11,12 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
-from fedumm import data, grounding, sources
-from fedumm.download import DownloadError
-from fedumm.sources import common, image_text
-from fedumm.sources.coco import load_plain_pickle
-
 from fixtures_http import (
     FGVC_ROWS,
     Fault,
     cc3m_rows,
     serve,
+    vqav2_sources,
     write_cc3m_tsv,
     write_cc12m_parquet,
     write_cocoqa,
@@ -31,10 +24,17 @@ from fixtures_http import (
     write_karpathy,
     write_refcoco,
     write_scienceqa,
-    vqav2_sources,
     write_vqav2,
     write_web_images,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fedumm.data import shapes, shards, sources
+from fedumm.data.download import DownloadError
+from fedumm.data.sources import common, image_text
+from fedumm.data.sources.coco import load_plain_pickle
+from fedumm.evaluation import grounding
 
 FAST = {"retries": 2, "backoff": 0.01, "timeout": 5}
 ALL = {"train": 100, "val": 100, "test": 100}
@@ -46,10 +46,10 @@ def prepare(name: str, spec: dict, tmp_path: Path) -> tuple[dict, dict[str, list
     manifest = sources.download_dataset(name, spec, tmp_path / "cache")
     out = tmp_path / "data"
     card = sources.normalize_dataset(name, spec, manifest, out)
-    records = {split: data.read_records(data.split_shards(out, split)) for split in card["shards"]}
+    records = {split: shards.read_records(shards.split_shards(out, split)) for split in card["shards"]}
     images = {}
     for split in card["shards"]:
-        for shard in data.split_shards(out, split):
+        for shard in shards.split_shards(out, split):
             with tarfile.open(shard) as tar:
                 for member in tar:
                     key, _, ext = member.name.partition(".")
@@ -62,7 +62,7 @@ def check_card(card: dict, records: dict[str, list[dict]], shard_size: int = 3) 
     for split, rs in records.items():
         assert card["num_samples"][split] == len(rs)
         assert len(card["shards"][split]) == max(1, -(-len(rs) // shard_size))
-        assert card["value_counts"][split] == data.value_counts(rs)
+        assert card["value_counts"][split] == shards.value_counts(rs)
         for r in rs:
             assert r["split"] == split
             common.check_record(r, "test")
@@ -111,9 +111,9 @@ def test_vqav2_records_images_and_splits(vqa_server, tmp_path):
     assert not val_images & test_images and val_images | test_images == {42, 73, 74, 133}
     assert len(val_images) == len(test_images) == 2
     # The pipeline can read them.
-    samples = data.read_samples(data.split_shards(tmp_path / "data", "test"))
+    samples = shards.read_samples(shards.split_shards(tmp_path / "data", "test"))
     assert [s["image"].size for s in samples] == [(40, 30)] * 4
-    assert {"What", "color", "black", "gray", "yes", "no"} <= set(data.vocabulary(train))
+    assert {"What", "color", "black", "gray", "yes", "no"} <= set(shards.vocabulary(train))
 
 
 def test_vqav2_split_selection_is_seeded(vqa_server, tmp_path):
@@ -206,7 +206,7 @@ def test_coco_karpathy(served, tmp_path):
     assert record["answers"] == [{"answer": "A cat number 25.", "answer_confidence": "yes", "answer_id": 1}]
     assert record["source"]["karpathy_split"] == "restval"
     assert images["karpathy-73"] == ("jpg", published["images"]["val2014"][73])
-    assert {"pet", "number"} <= set(data.vocabulary(records["train"]))
+    assert {"pet", "number"} <= set(shards.vocabulary(records["train"]))
 
 
 def test_cocoqa(served, tmp_path):
@@ -370,11 +370,11 @@ def test_list_formats_and_their_errors(tmp_path):
 
 def test_folder_of_normalized_shards_is_validated_and_copied(tmp_path):
     folder = tmp_path / "private"
-    data.generate_shapes(folder, {"train": 5, "val": 2, "test": 3}, seed=1, shard_size=2)
+    shapes.generate_shapes(folder, {"train": 5, "val": 2, "test": 3}, seed=1, shard_size=2)
     spec = {"kind": "folder", "path": str(folder), "splits": {"train": 100, "val": 100, "test": 2}}
     card, records, images = prepare("private", spec, tmp_path)
     check_card(card, records)
-    original = {r["id"]: r for s in ("train", "val", "test") for r in data.read_records(data.split_shards(folder, s))}
+    original = {r["id"]: r for s in ("train", "val", "test") for r in shards.read_records(shards.split_shards(folder, s))}
     assert {s: len(rs) for s, rs in records.items()} == {"train": 5, "val": 2, "test": 2}
     for record in by_id(records).values():
         assert record == original[record["id"]]

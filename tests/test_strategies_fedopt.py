@@ -17,8 +17,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fedumm.strategies import fedavg, fedopt, fusion  # noqa: F401  (importing registers the strategies)
-from fedumm.strategies.base import ROBUST_RULES, ClientUpdate, Weights, build
+from fedumm.federated.strategies import build, fedavg, fedopt
+from fedumm.federated.strategies.base import ClientUpdate, Weights
+from fedumm.federated.strategies.robust import ROBUST_RULES
 
 ADAPTIVE = ("fedadam", "fedyogi", "fedadagrad")
 ALL = (*ADAPTIVE, "fedavgm", "fedumm_fusion")

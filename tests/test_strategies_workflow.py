@@ -12,8 +12,13 @@ import json
 from pathlib import Path
 
 import pytest
-
-from workflow_util import embedded_bytes, report_results, snakemake, tiny_config, write_config
+from workflow_util import (
+    embedded_bytes,
+    report_results,
+    snakemake,
+    tiny_config,
+    write_config,
+)
 
 pytestmark = pytest.mark.slow
 

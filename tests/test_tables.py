@@ -1,4 +1,4 @@
-"""fedumm.tables on hand-made run records, benchmark TSVs and aggregate.json files."""
+"""fedumm.reports.tables on hand-made run records, benchmark TSVs and aggregate.json files."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 from transformers import CLIPConfig, CLIPVisionModel
 
-from fedumm import model, tables
-from fedumm.tables import MISSING, Table
+from fedumm.models import vlm
+from fedumm.reports import accounting, tables
+from fedumm.reports.tables import MISSING, Table
 
 
 def run(name: str, kind: str, score: float, *, clients: int = 2, alpha: float | None = 0.5,
@@ -363,7 +364,7 @@ def test_read_model_size_of_an_unreadable_hub_part(tmp_path: Path) -> None:
     spec = {"vision": {"id": str(tmp_path / "absent")}, "language": {"config": {"model_type": "llama"}},
             "tokenizer": {"wordlevel": True}}
     (tmp_path / "spec.json").write_text(json.dumps({"spec": spec}))
-    assert tables.read_model_size(tmp_path) is None
+    assert accounting.read_model_size(tmp_path) is None
 
 
 def test_table4_averages_seeds(round_files: dict) -> None:
@@ -407,8 +408,8 @@ def test_model_size_of_an_inline_spec_matches_the_built_model() -> None:
         "connector": "mlp2x_gelu",
         "dtype": "bfloat16",
     }
-    built = model.build_vlm(spec, None, seed=0)
-    assert tables.model_size(spec) == (sum(p.numel() for p in built.parameters()), 2)
+    built = vlm.build_vlm(spec, None, seed=0)
+    assert accounting.model_size(spec) == (sum(p.numel() for p in built.parameters()), 2)
 
 
 def test_model_size_of_a_full_clip_checkpoint_counts_its_vision_tower(tmp_path: Path) -> None:
@@ -423,8 +424,8 @@ def test_model_size_of_a_full_clip_checkpoint_counts_its_vision_tower(tmp_path: 
     spec = {"vision": {"id": str(tmp_path / "clip")}, "language": {"config": language},
             "tokenizer": {"wordlevel": True}, "connector": "linear"}
     vision = sum(p.numel() for p in CLIPVisionModel(clip.vision_config).parameters())
-    parameters, size = tables.model_size(spec)
-    full = model.build_vlm({**spec, "vision": {"config": clip.vision_config.to_dict()}}, None, seed=0)
+    parameters, size = accounting.model_size(spec)
+    full = vlm.build_vlm({**spec, "vision": {"config": clip.vision_config.to_dict()}}, None, seed=0)
     assert parameters == sum(p.numel() for p in full.parameters())
     assert parameters > vision and size == 4
 

@@ -1,10 +1,10 @@
-"""Word-level tokenizer, prompt template, and batch collation (fedumm.text)."""
+"""Word-level tokenizer, prompt template, and batch collation (fedumm.models.text)."""
 
 import pytest
 import torch
 from transformers import AutoTokenizer
 
-from fedumm.text import (
+from fedumm.models.text import (
     IGNORE_INDEX,
     build_wordlevel_tokenizer,
     collate_train,

@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from workflow_util import SNAKEMAKE, job_counts, snakemake, tiny_config, write_config
 
 pytestmark = pytest.mark.slow
@@ -79,9 +78,9 @@ def test_a_run_writes_the_artifact_contract(finished_run):
 def test_the_global_adapter_loads_with_plain_peft(finished_run):
     from peft import PeftModel
 
-    from fedumm import model
+    from fedumm.models import vlm
 
-    base, _, _ = model.load_base(finished_run / "results/models/tiny/base")
+    base, _, _ = vlm.load_base(finished_run / "results/models/tiny/base")
     adapter_dir = finished_run / "results/fedadam/round_004/global"
     loaded = PeftModel.from_pretrained(base, str(adapter_dir))
     lora = [name for name, _ in loaded.named_parameters() if "lora_" in name]

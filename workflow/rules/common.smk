@@ -3,10 +3,10 @@
 import json
 from pathlib import Path
 
+from fedumm import artifacts
 from fedumm import config as fedumm_config
-from fedumm import data as fedumm_data
-from fedumm import federation
-from fedumm import strategies
+from fedumm.federated import planning
+from fedumm.federated import strategies
 
 
 EXPERIMENTS = fedumm_config.load_experiments(
@@ -51,8 +51,22 @@ def rule_threads(rule_name):
 # ---------------------------------------------------------------- paths
 
 
+# Wildcard patterns for the paths of rule outputs; round 0 comes from init_adapter, not aggregate.
+EXP, ROUND, CLIENT = "{exp}", "{r}", "{k}"
+AGGREGATED_ROUND = r"{r,(?!000)\d{3}}"
+
+
 def round_dir(exp, r):
-    return f"results/{exp}/round_{int(r):03d}"
+    """Round r's directory of experiment exp; both may be wildcard patterns ("{exp}", "{r}")."""
+    return artifacts.round_dir("results", exp, r)
+
+
+def global_dir(exp, r):
+    return f"{round_dir(exp, r)}/{artifacts.GLOBAL_DIR}"
+
+
+def client_dir(exp, r, k):
+    return f"{round_dir(exp, r)}/{artifacts.CLIENTS_DIR}/{k}"
 
 
 def dataset_dir(dataset):
@@ -70,13 +84,13 @@ def feature_file(exp, split):
 
 
 def uses_features(exp):
-    return federation.uses_feature_cache(EXPERIMENTS[exp])
+    return planning.uses_feature_cache(EXPERIMENTS[exp])
 
 
 def adapter_files(directory):
     return {
-        "weights": f"{directory}/adapter_model.safetensors",
-        "config": f"{directory}/adapter_config.json",
+        "weights": f"{directory}/{artifacts.ADAPTER_WEIGHTS}",
+        "config": f"{directory}/{artifacts.ADAPTER_CONFIG}",
     }
 
 
@@ -84,7 +98,7 @@ def adapter_files(directory):
 
 import re
 
-from fedumm import partition as fedumm_partition
+from fedumm.partition import schemes
 
 
 def names_regex(names):
@@ -111,7 +125,7 @@ def partition_inputs(wildcards):
     inputs = {"data": dataset_dir(e["dataset"])}
     embedder = partition_embedder(wildcards.exp)
     if embedder:
-        for split in fedumm_partition.SPLITS:
+        for split in schemes.SPLITS:
             inputs[f"{split}_embeddings"] = embedding_file(embedder, e["dataset"], split)
     return inputs
 
@@ -128,13 +142,14 @@ def start_adapter_dir(exp, r, k):
     """Where client k starts round r: the previous global adapter, or its own (local kind)."""
     r = int(r)
     if EXPERIMENTS[exp]["kind"] == "local" and r > 1:
-        return f"{round_dir(exp, r - 1)}/clients/{k}"
-    return f"{round_dir(exp, r - 1)}/global"
+        return client_dir(exp, r - 1, k)
+    return global_dir(exp, r - 1)
 
 
 def client_needs(exp):
     """What the clients of an experiment's strategy read besides the round's start adapter."""
-    return strategies.client_needs(strategies.REGISTRY[EXPERIMENTS[exp]["strategy"]["name"]])
+    cls = strategies.strategy_class(EXPERIMENTS[exp]["strategy"]["name"])
+    return {"server_state": cls.client_needs_server_state, "previous_round": cls.client_needs_previous_round}
 
 
 def client_train_inputs(wildcards):
@@ -154,35 +169,32 @@ def client_train_inputs(wildcards):
         inputs["val_features"] = feature_file(wildcards.exp, "val")
     needs = client_needs(wildcards.exp)
     if needs["server_state"]:
-        inputs["server_state"] = f"{round_dir(wildcards.exp, r - 1)}/server_state.safetensors"
-    previous = federation.last_participation(e, k, r) if needs["previous_round"] else None
+        inputs["server_state"] = f"{round_dir(wildcards.exp, r - 1)}/{artifacts.SERVER_STATE}"
+    previous = planning.last_participation(e, k, r) if needs["previous_round"] else None
     if previous is not None:
-        inputs["previous_client_state"] = f"{round_dir(wildcards.exp, previous)}/clients/{k}/client_state.safetensors"
-        inputs["previous_client_weights"] = f"{round_dir(wildcards.exp, previous)}/clients/{k}/adapter_model.safetensors"
+        inputs["previous_client_state"] = f"{client_dir(wildcards.exp, previous, k)}/{artifacts.CLIENT_STATE}"
+        inputs["previous_client_weights"] = f"{client_dir(wildcards.exp, previous, k)}/{artifacts.ADAPTER_WEIGHTS}"
     return inputs
 
 
 def client_outputs(exp, r):
     return [
-        f"{round_dir(exp, r)}/clients/{k}/metrics.json"
-        for k in federation.sampled_clients(EXPERIMENTS[exp], int(r))
+        f"{client_dir(exp, r, k)}/{artifacts.METRICS}"
+        for k in planning.sampled_clients(EXPERIMENTS[exp], int(r))
     ]
 
 
 def aggregate_inputs(wildcards):
-    previous = round_dir(wildcards.exp, int(wildcards.r) - 1)
-    clients = federation.sampled_clients(EXPERIMENTS[wildcards.exp], int(wildcards.r))
+    exp, r = wildcards.exp, int(wildcards.r)
+    previous = round_dir(exp, r - 1)
+    clients = [client_dir(exp, r, k) for k in planning.sampled_clients(EXPERIMENTS[exp], r)]
     return {
-        "previous": f"{previous}/global/adapter_model.safetensors",
-        "previous_config": f"{previous}/global/adapter_config.json",
-        "previous_state": f"{previous}/server_state.safetensors",
-        "metrics": [f"{round_dir(wildcards.exp, wildcards.r)}/clients/{k}/metrics.json" for k in clients],
-        "weights": [
-            f"{round_dir(wildcards.exp, wildcards.r)}/clients/{k}/adapter_model.safetensors" for k in clients
-        ],
-        "client_states": [
-            f"{round_dir(wildcards.exp, wildcards.r)}/clients/{k}/client_state.safetensors" for k in clients
-        ],
+        "previous": f"{global_dir(exp, r - 1)}/{artifacts.ADAPTER_WEIGHTS}",
+        "previous_config": f"{global_dir(exp, r - 1)}/{artifacts.ADAPTER_CONFIG}",
+        "previous_state": f"{previous}/{artifacts.SERVER_STATE}",
+        "metrics": [f"{directory}/{artifacts.METRICS}" for directory in clients],
+        "weights": [f"{directory}/{artifacts.ADAPTER_WEIGHTS}" for directory in clients],
+        "client_states": [f"{directory}/{artifacts.CLIENT_STATE}" for directory in clients],
     }
 
 
@@ -190,8 +202,8 @@ def evaluated_adapter_dirs(exp, r):
     """The models scored at round r: the global one, or every client's own (local kind)."""
     e = EXPERIMENTS[exp]
     if e["kind"] == "local" and int(r) > 0:
-        return {f"client_{k}": f"{round_dir(exp, r)}/clients/{k}" for k in range(e["clients"])}
-    return {"global": f"{round_dir(exp, r)}/global"}
+        return {f"client_{k}": client_dir(exp, r, k) for k in range(e["clients"])}
+    return {"global": global_dir(exp, r)}
 
 
 def evaluate_inputs(wildcards):
@@ -203,7 +215,7 @@ def evaluate_inputs(wildcards):
         # Each client's own evaluation ids, for the personalized scores.
         "partition": f"results/{wildcards.exp}/partition/clients",
         "adapters": [
-            f"{directory}/adapter_model.safetensors"
+            f"{directory}/{artifacts.ADAPTER_WEIGHTS}"
             for directory in evaluated_adapter_dirs(wildcards.exp, wildcards.r).values()
         ],
     }
@@ -216,16 +228,14 @@ def global_adapters(exp):
     """Every round's adapter files that the lineage records."""
     e = EXPERIMENTS[exp]
     return [
-        f"{directory}/adapter_model.safetensors"
+        f"{directory}/{artifacts.ADAPTER_WEIGHTS}"
         for r in range(e["rounds"] + 1)
-        for directory in (
-            evaluated_adapter_dirs(exp, r).values() if e["kind"] == "local" else [f"{round_dir(exp, r)}/global"]
-        )
+        for directory in (evaluated_adapter_dirs(exp, r).values() if e["kind"] == "local" else [global_dir(exp, r)])
     ]
 
 
 def experiment_eval_files(exp):
-    return [f"{round_dir(exp, r)}/eval.json" for r in federation.eval_rounds(EXPERIMENTS[exp])]
+    return [f"{round_dir(exp, r)}/{artifacts.EVAL}" for r in planning.eval_rounds(EXPERIMENTS[exp])]
 
 
 def round_summaries(exp):
@@ -233,7 +243,7 @@ def round_summaries(exp):
     e = EXPERIMENTS[exp]
     if e["kind"] == "local":
         return [m for r in range(1, e["rounds"] + 1) for m in client_outputs(exp, r)]
-    return [f"{round_dir(exp, r)}/aggregate.json" for r in range(1, e["rounds"] + 1)]
+    return [f"{round_dir(exp, r)}/{artifacts.AGGREGATE_SUMMARY}" for r in range(1, e["rounds"] + 1)]
 
 
 # ---------------------------------------------------------------- paper tables (rule paper_tables)
@@ -255,7 +265,7 @@ def benchmark_files(exp):
         "client_train": {
             r: [
                 f"benchmarks/client_train/{exp}/round_{r:03d}_client_{k}.tsv"
-                for k in federation.sampled_clients(EXPERIMENTS[exp], r)
+                for k in planning.sampled_clients(EXPERIMENTS[exp], r)
             ]
             for r in rounds
         },

@@ -3,7 +3,7 @@
 # resources/downloads/{dataset}/ (a cache, not a rule output, so an interrupted download
 # resumes on the next run) and then normalized into the same format.
 
-from fedumm import sources as fedumm_sources
+from fedumm.data import sources as fedumm_sources
 
 
 # Downloads need the network, which compute nodes of a cluster often lack.

@@ -1,12 +1,12 @@
 # Scores of the global model (or of each local model) on the evaluation split, and of every
-# client's model on the client's own part of it (personalized); fedumm.inference.evaluate_adapters.
+# client's model on the client's own part of it (personalized); fedumm.evaluation.evaluate.evaluate_adapters.
 
 
 rule evaluate:
     input:
         unpack(evaluate_inputs),
     output:
-        "results/{exp}/round_{r}/eval.json",
+        f"{round_dir(EXP, ROUND)}/{artifacts.EVAL}",
     log:
         "logs/evaluate/{exp}/round_{r}.log",
     benchmark:

@@ -1,6 +1,6 @@
 # Federated rounds: round 0 initialises the global adapter; in round r each sampled client
 # trains from the adapter of round r-1, and the server aggregates their uploads.
-# A strategy with a client part declares what its clients read (strategies.client_needs):
+# A strategy with a client part declares what its clients read (Strategy.client_needs_*):
 # the server state of round r-1 and/or the client's own files of its last round; every
 # client writes client_state.safetensors (empty without a client part).
 
@@ -9,9 +9,9 @@ rule init_adapter:
     input:
         base=lambda wildcards: base_model_dir(EXPERIMENTS[wildcards.exp]["model"]),
     output:
-        weights="results/{exp}/round_000/global/adapter_model.safetensors",
-        config="results/{exp}/round_000/global/adapter_config.json",
-        state="results/{exp}/round_000/server_state.safetensors",
+        weights=f"{global_dir(EXP, 0)}/{artifacts.ADAPTER_WEIGHTS}",
+        config=f"{global_dir(EXP, 0)}/{artifacts.ADAPTER_CONFIG}",
+        state=f"{round_dir(EXP, 0)}/{artifacts.SERVER_STATE}",
     log:
         "logs/init_adapter/{exp}.log",
     benchmark:
@@ -19,7 +19,7 @@ rule init_adapter:
     params:
         lora=lambda wildcards: EXPERIMENTS[wildcards.exp]["lora"],
         with_connector=lambda wildcards: EXPERIMENTS[wildcards.exp]["tuning"]["mode"] != "lora",
-        seed=lambda wildcards: federation.derive_seed(EXPERIMENTS[wildcards.exp]["seed"], "init"),
+        seed=lambda wildcards: planning.derive_seed(EXPERIMENTS[wildcards.exp]["seed"], "init"),
     threads: 1
     resources:
         **rule_resources("init_adapter"),
@@ -33,20 +33,20 @@ rule client_train:
     input:
         unpack(client_train_inputs),
     output:
-        weights="results/{exp}/round_{r}/clients/{k}/adapter_model.safetensors",
-        config="results/{exp}/round_{r}/clients/{k}/adapter_config.json",
-        metrics="results/{exp}/round_{r}/clients/{k}/metrics.json",
-        state="results/{exp}/round_{r}/clients/{k}/client_state.safetensors",
+        weights=f"{client_dir(EXP, ROUND, CLIENT)}/{artifacts.ADAPTER_WEIGHTS}",
+        config=f"{client_dir(EXP, ROUND, CLIENT)}/{artifacts.ADAPTER_CONFIG}",
+        metrics=f"{client_dir(EXP, ROUND, CLIENT)}/{artifacts.METRICS}",
+        state=f"{client_dir(EXP, ROUND, CLIENT)}/{artifacts.CLIENT_STATE}",
     log:
         "logs/client_train/{exp}/round_{r}_client_{k}.log",
     benchmark:
         "benchmarks/client_train/{exp}/round_{r}_client_{k}.tsv"
     params:
-        train=lambda wildcards: federation.local_training(EXPERIMENTS[wildcards.exp]),
-        groups=lambda wildcards: federation.trained_groups(EXPERIMENTS[wildcards.exp], int(wildcards.r)),
+        train=lambda wildcards: planning.local_training(EXPERIMENTS[wildcards.exp]),
+        groups=lambda wildcards: planning.trained_groups(EXPERIMENTS[wildcards.exp], int(wildcards.r)),
         eval=lambda wildcards: EXPERIMENTS[wildcards.exp]["eval"],
         strategy=lambda wildcards: EXPERIMENTS[wildcards.exp]["strategy"],
-        seed=lambda wildcards: federation.derive_seed(
+        seed=lambda wildcards: planning.derive_seed(
             EXPERIMENTS[wildcards.exp]["seed"], "client", int(wildcards.r), int(wildcards.k)
         ),
     threads: rule_threads("client_train")
@@ -62,10 +62,10 @@ rule aggregate:
     input:
         unpack(aggregate_inputs),
     output:
-        weights="results/{exp}/round_{r,(?!000)\d{3}}/global/adapter_model.safetensors",
-        config="results/{exp}/round_{r}/global/adapter_config.json",
-        state="results/{exp}/round_{r}/server_state.safetensors",
-        summary="results/{exp}/round_{r}/aggregate.json",
+        weights=f"{global_dir(EXP, AGGREGATED_ROUND)}/{artifacts.ADAPTER_WEIGHTS}",
+        config=f"{global_dir(EXP, ROUND)}/{artifacts.ADAPTER_CONFIG}",
+        state=f"{round_dir(EXP, ROUND)}/{artifacts.SERVER_STATE}",
+        summary=f"{round_dir(EXP, ROUND)}/{artifacts.AGGREGATE_SUMMARY}",
     log:
         "logs/aggregate/{exp}/round_{r}.log",
     benchmark:

@@ -1,0 +1,87 @@
+"""The artifact contract: names of the files that jobs exchange, and reading and writing them.
+
+A round directory ``results/{exp}/round_{r:03d}/`` holds ``global/`` (the global adapter),
+``server_state.safetensors``, ``aggregate.json``, ``eval.json`` and ``clients/{k}/`` (each
+client's adapter, ``client_state.safetensors`` and ``metrics.json``); docs/ARCHITECTURE.md
+describes every file. Client, server and the workflow's input functions take the names from here.
+Tensors are safetensors files only: a pickle is never read, so an upload cannot run code.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save
+
+from fedumm.io import atomic_write_bytes, atomic_write_json
+
+Weights = dict[str, torch.Tensor]
+
+# peft's own names (peft.utils.CONFIG_NAME / SAFETENSORS_WEIGHTS_NAME), so that every adapter
+# directory loads with plain `PeftModel.from_pretrained`; a test checks they still agree.
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+CLIENT_STATE = "client_state.safetensors"
+SERVER_STATE = "server_state.safetensors"
+METRICS = "metrics.json"
+AGGREGATE_SUMMARY = "aggregate.json"
+EVAL = "eval.json"
+GLOBAL_DIR = "global"
+CLIENTS_DIR = "clients"
+# A client state file holds what the client keeps for its next round and what it uploads,
+# under these key prefixes; the server reads only the upload part.
+LOCAL, UPLOAD = "local.", "upload."
+SAFETENSORS_METADATA = {"format": "pt"}  # fixed metadata keeps the files byte-identical
+
+
+def round_dir(results: str | Path, exp: str, r: int | str) -> str:
+    """``{results}/{exp}/round_{r:03d}``; a wildcard pattern such as ``"{r}"`` is kept as it is."""
+    r = r if isinstance(r, str) and r.startswith("{") else f"{int(r):03d}"
+    return f"{results}/{exp}/round_{r}"
+
+
+def client_index_name(client: int) -> str:
+    """The partition's index file of a client (its sample ids per split); ``CLIENT_INDEX`` matches it."""
+    return f"client_{client:03d}.json"
+
+
+CLIENT_INDEX = re.compile(r"^client_(\d+)\.json$")
+
+
+def read_weights(path: Path) -> Weights:
+    """Load a safetensors file; any other format (e.g. a pickle) is an error, never executed."""
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as error:
+        raise ValueError(f"{path}: not a readable safetensors file ({error})") from None
+
+
+def write_weights(path: Path, weights: Weights) -> None:
+    """Serialize deterministically (safetensors orders tensors itself) and write atomically."""
+    atomic_write_bytes(path, save({k: v.contiguous() for k, v in weights.items()}, metadata=SAFETENSORS_METADATA))
+
+
+def client_state_tensors(local: Weights, upload: Weights) -> Weights:
+    """The tensors of a client state file: ``local.<name>`` and ``upload.<name>``."""
+    return {**{LOCAL + k: v for k, v in local.items()}, **{UPLOAD + k: v for k, v in upload.items()}}
+
+
+def client_state_part(tensors: Weights, prefix: str) -> Weights:
+    """The ``local`` (prefix LOCAL) or ``upload`` (prefix UPLOAD) part of a client state file."""
+    return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+
+def read_metrics(path: Path) -> dict:
+    """A client's ``metrics.json``: a JSON object, or a ValueError that names the file."""
+    metrics = json.loads(Path(path).read_text())
+    if not isinstance(metrics, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(metrics).__name__}")
+    return metrics
+
+
+def write_metrics(path: Path, metrics: dict) -> None:
+    atomic_write_json(path, metrics)

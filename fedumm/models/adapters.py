@@ -1,0 +1,142 @@
+"""PEFT adapters on the base model: LoRA config, attaching, loading, saving, parameter groups.
+
+An adapter directory (`save_adapter` / `load_adapter`) holds the files of `PeftModel.save_pretrained`
+(`adapter_config.json`, `adapter_model.safetensors`; names in `fedumm.artifacts`), written
+byte-deterministically, so that `PeftModel.from_pretrained(base, path)` loads LoRA weights and the
+connector.
+
+PEFT usage: `PeftModel` forwards `peft_model(**batch)` to `VisionLanguageModel.forward`; for
+generation call `unwrap(peft_model).generate(...)` (LoRA layers and the trained connector copy
+stay active inside the unwrapped model).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+import peft
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from fedumm.artifacts import ADAPTER_CONFIG, ADAPTER_WEIGHTS, SAFETENSORS_METADATA
+from fedumm.io import atomic_dir, atomic_write_json
+from fedumm.models.vlm import GROUPS, PARTS, VisionLanguageModel, seeded, unwrap
+
+
+def _module_regex(prefix: str, names: list[str]) -> str:
+    return rf"{re.escape(prefix)}\..*\.(?:{'|'.join(re.escape(name) for name in names)})"
+
+
+def adapter_config(lora: dict, connector_trainable: bool) -> peft.LoraConfig:
+    """LoRA on `lora["target_modules"]` inside the language model and `lora["vision_target_modules"]`
+    inside the vision tower (one full-match regex over module names), plus the connector as a
+    `modules_to_save` copy when `connector_trainable`.
+    """
+    branches = [
+        _module_regex(prefix, list(lora[key]))
+        for prefix, key in (("language_model", "target_modules"), ("vision_tower", "vision_target_modules"))
+        if lora.get(key)
+    ]
+    if not branches:
+        raise ValueError("lora: at least one of `target_modules` / `vision_target_modules` must be non-empty")
+    return peft.LoraConfig(
+        r=lora["r"],
+        lora_alpha=lora["alpha"],
+        lora_dropout=lora.get("dropout", 0.0),
+        target_modules=f"^(?:{'|'.join(branches)})$",
+        modules_to_save=["connector"] if connector_trainable else None,
+        bias="none",
+    )
+
+
+def attach_adapter(model: VisionLanguageModel, config: peft.LoraConfig, seed: int) -> peft.PeftModel:
+    """Wrap `model` in a `PeftModel`; LoRA A matrices are drawn under `seed` (B starts at zero)."""
+    with seeded(seed):
+        return peft.get_peft_model(model, config)
+
+
+def load_adapter(base_model: VisionLanguageModel, adapter_dir: str | os.PathLike, is_trainable: bool) -> peft.PeftModel:
+    """Load an adapter directory onto `base_model` (the artifact contract: plain `PeftModel.from_pretrained`)."""
+    return peft.PeftModel.from_pretrained(base_model, str(adapter_dir), is_trainable=is_trainable)
+
+
+def parameter_group(name: str) -> str:
+    """"vision" / "language" / "connector" for an adapter state key or a PeftModel parameter name."""
+    for prefix in ("base_model.model.", ""):
+        if name.startswith(prefix):
+            part = name[len(prefix):].split(".", 1)[0]
+            if part in GROUPS:
+                return GROUPS[part]
+    raise ValueError(f"parameter {name!r} belongs to none of {PARTS}")
+
+
+def adapter_state(model: peft.PeftModel) -> dict[str, torch.Tensor]:
+    """The adapter tensors exactly as they go into adapter_model.safetensors."""
+    return peft.get_peft_model_state_dict(model)
+
+
+def _check_state_keys(model: peft.PeftModel, state: dict[str, torch.Tensor]) -> None:
+    expected = set(adapter_state(model))
+    if set(state) != expected:
+        raise ValueError(f"adapter state mismatch: missing {sorted(expected - set(state))}, "
+                         f"unexpected {sorted(set(state) - expected)}")
+
+
+def set_adapter_state(model: peft.PeftModel, state: dict[str, torch.Tensor]) -> None:
+    """Load `adapter_state`-style tensors into `model`; the keys must be exactly the adapter's keys."""
+    _check_state_keys(model, state)
+    peft.set_peft_model_state_dict(model, state)
+
+
+def _is_adapter_param(name: str) -> bool:
+    # peft names LoRA tensors `lora_*` and the trained copy of a modules_to_save module `modules_to_save.<adapter>`.
+    return ".lora_" in name or ".modules_to_save." in name
+
+
+def adapter_parameters(model: peft.PeftModel) -> dict[str, nn.Parameter]:
+    """The parameters behind `adapter_state`, under its keys (without peft's adapter name).
+
+    peft names a parameter `….lora_A.<adapter>.weight` or `connector.modules_to_save.<adapter>.0.weight`
+    and saves it as `….lora_A.weight` / `connector.0.weight`; client algorithms that act on
+    gradients (SCAFFOLD) need the parameter of each saved key.
+    """
+    adapter = model.active_adapter
+    params = {
+        name.replace(f".{adapter}.", ".").replace(".modules_to_save.", "."): param
+        for name, param in model.named_parameters()
+        if _is_adapter_param(name)
+    }
+    _check_state_keys(model, params)
+    return params
+
+
+def trainable_groups(model: peft.PeftModel, groups: set[str]) -> None:
+    """requires_grad=True exactly for the adapter parameters (LoRA, connector copy) of `groups`."""
+    unknown = set(groups) - set(GROUPS.values())
+    if unknown:
+        raise ValueError(f"groups must be among {sorted(GROUPS.values())}, got {sorted(unknown)}")
+    for name, param in model.named_parameters():
+        param.requires_grad_(_is_adapter_param(name) and parameter_group(name) in groups)
+
+
+def save_adapter(model: peft.PeftModel, out_dir: str | os.PathLike, state: dict[str, torch.Tensor] | None = None) -> None:
+    """Write `adapter_config.json` + `adapter_model.safetensors` as `PeftModel.save_pretrained` names
+    them, atomically and byte-deterministically (sorted JSON, fixed metadata, no model card).
+
+    `state` (default: `adapter_state(model)`, same keys required) lets a server write aggregated
+    tensors without first loading them into `model`.
+    """
+    tensors = adapter_state(model) if state is None else state
+    _check_state_keys(model, tensors)
+    # safetensors rejects aliased or non-contiguous tensors; copies are small (adapters only).
+    tensors = {key: value.detach().to("cpu").contiguous().clone() for key, value in tensors.items()}
+    config = model.peft_config[model.active_adapter].to_dict()
+    config = {key: sorted(value) if isinstance(value, set) else value for key, value in config.items()}
+    config["inference_mode"] = True
+    base = unwrap(model)
+    config["auto_mapping"] = {"base_model_class": type(base).__name__, "parent_library": type(base).__module__}
+    with atomic_dir(out_dir) as tmp:
+        atomic_write_json(tmp / ADAPTER_CONFIG, config)
+        save_file(tensors, str(tmp / ADAPTER_WEIGHTS), metadata=SAFETENSORS_METADATA)

@@ -1,0 +1,1 @@
+"""Who holds which sample: partition schemes, one-pass rounds, clustering, embeddings, heterogeneity."""

@@ -1,0 +1,1 @@
+"""What people read: summaries, the papers' tables, communication accounting, lineage."""

@@ -1,0 +1,468 @@
+"""Experiment tables and figures: per-round metrics, the cross-experiment summary, score curves
+against round and against bytes communicated (the papers' tables are in `fedumm.reports.tables`).
+
+Functions take plain Python values; only `read_eval` and the `write_*`/`plot_*` functions touch
+files, and every output is written atomically (`fedumm.io`). Each experiment is ranked by its
+primary score (eval.json's `score`, named by `score_metric`): an accuracy in [0, 1] or CIDEr,
+unscaled as `fedumm.evaluation.scores` produces them; accuracies are shown as percentages only in Markdown
+and figures (`format_score`, `score_scale`).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Collection, Mapping, Sequence
+from pathlib import Path
+from statistics import fmean
+from typing import Any
+
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from fedumm.io import atomic_path, atomic_write_text
+
+METRICS_COLUMNS: tuple[str, ...] = (
+    "experiment", "round", "score_metric", "score", "personalized_score", "vqa_accuracy",
+    "classification_accuracy", "acc_yes/no", "acc_number", "acc_other",
+)
+"""Columns of metrics.csv, one row per evaluated round."""
+
+SUMMARY_COLUMNS: tuple[str, ...] = (
+    "name", "kind", "strategy", "clients", "alpha", "rounds", "score_metric", "final_score",
+    "best_score", "best_round", "personalized_score", "final_vqa_accuracy", "majority_baseline",
+    "bytes_uploaded_per_round",
+)
+"""Columns of summary.csv, one row per experiment."""
+
+METRIC_NAMES: dict[str, str] = {
+    "vqa.accuracy": "VQA acc.",
+    "exact_match.accuracy": "EM",
+    "classification_accuracy": "Class. acc.",
+    "caption.CIDEr": "CIDEr",
+    "ground.accuracy@0.5": "Acc@0.5",
+}
+"""Short human names of the primary metrics (`fedumm.evaluation.scores.PRIMARY_METRICS`), in their
+priority order."""
+
+FRACTION_METRICS: frozenset[str] = frozenset(
+    {"vqa.accuracy", "exact_match.accuracy", "classification_accuracy", "ground.accuracy@0.5"}
+)
+"""Metrics whose values are fractions in [0, 1], shown as percentages. CIDEr is not one (it
+ranges over [0, 10]); an unknown metric is shown as a plain number rather than mis-scaled."""
+
+# The score of eval.json files written before the primary score existed (VQA only).
+_LEGACY_METRIC = "vqa.accuracy"
+
+# VQA v2 answer types, mapped to their metrics.csv column.
+_ANSWER_TYPE_COLUMNS: dict[str, str] = {
+    "yes/no": "acc_yes/no", "number": "acc_number", "other": "acc_other",
+}
+
+
+def metric_name(metric: str) -> str:
+    """The short human name of a score path ("VQA acc."); an unknown path as itself."""
+    return METRIC_NAMES.get(metric, metric)
+
+
+def metric_order(metric: str) -> tuple[int, str]:
+    """Sort key of metrics: `METRIC_NAMES` priority order, unknown ones last by name."""
+    names = list(METRIC_NAMES)
+    return (names.index(metric) if metric in names else len(names), metric)
+
+
+def score_scale(metric: str) -> float:
+    """The factor that turns a score of `metric` into the unit it is shown in (100: percent)."""
+    return 100.0 if metric in FRACTION_METRICS else 1.0
+
+
+def format_score(value: float | None, metric: str) -> str:
+    """A score of `metric` as Markdown shows it: a percentage with one decimal for fractions
+    ("41.3%"), two decimals otherwise (CIDEr "1.27"); None as "n/a"."""
+    if value is None:
+        return "n/a"
+    return format_percent(value) if metric in FRACTION_METRICS else f"{value:.2f}"
+
+
+def _score_title(metrics: set[str]) -> str:
+    """The name of scores of `metrics`, without a unit."""
+    return metric_name(next(iter(metrics))) if len(metrics) == 1 else "Primary score"
+
+
+def score_label(metrics: Collection[str]) -> str:
+    """The label of scores of `metrics` on one axis: the metric's name ("VQA acc. (%)", "CIDEr")
+    when there is one, else "Primary score"; " (%)" when every metric is a fraction, since only
+    then are the values shown as percentages (`_axis_scale`)."""
+    distinct = set(metrics)
+    return _score_title(distinct) + (" (%)" if _all_fractions(distinct) else "")
+
+
+def _all_fractions(metrics: set[str]) -> bool:
+    """Whether scores of `metrics` can share a percent axis (none is, say, CIDEr)."""
+    return bool(metrics) and metrics <= FRACTION_METRICS
+
+
+def read_eval(path: Path | str) -> dict:
+    """Parse one round's eval.json."""
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def eval_score(evaluation: dict) -> tuple[str, float]:
+    """(score_metric, score) of a parsed eval.json.
+
+    eval.json files written before the primary score existed have neither key and were always
+    scored by VQA accuracy, so existing result directories still summarize.
+    """
+    if "score" in evaluation and "score_metric" in evaluation:
+        return evaluation["score_metric"], evaluation["score"]
+    if evaluation.get("vqa") is None:
+        raise ValueError(f"eval.json of round {evaluation['round']} has neither a score nor a VQA accuracy")
+    return _LEGACY_METRIC, evaluation["vqa"]["accuracy"]
+
+
+def personalized_score(evaluation: dict) -> float | None:
+    """The mean primary score over clients of the personalized evaluation; None when the file has
+    none (written before it existed)."""
+    mean = (evaluation.get("personalized") or {}).get("mean") or {}
+    return mean.get("score")
+
+
+def eval_row(exp: str, evaluation: dict) -> dict:
+    """One metrics row (`METRICS_COLUMNS`) from a parsed eval.json.
+
+    The VQA columns are None when the split has no VQA records (`vqa` is null, e.g. captions
+    only), and an answer type absent from the test set is None.
+    """
+    metric, score = eval_score(evaluation)
+    vqa = evaluation.get("vqa")
+    per_type = vqa["per_answer_type"] if vqa is not None else {}
+    return {
+        "experiment": exp,
+        "round": evaluation["round"],
+        "score_metric": metric,
+        "score": score,
+        "personalized_score": personalized_score(evaluation),
+        "vqa_accuracy": vqa["accuracy"] if vqa is not None else None,
+        "classification_accuracy": evaluation["classification_accuracy"],
+        **{column: per_type.get(atype) for atype, column in _ANSWER_TYPE_COLUMNS.items()},
+    }
+
+
+def eval_rows(exp: str, eval_files: dict[int, Path]) -> list[dict]:
+    """Metrics rows (`METRICS_COLUMNS`) of experiment `exp`, one per eval.json, sorted by round.
+
+    Raises ValueError if a file's "round" differs from its key, which means mis-wired inputs.
+    """
+    rows = []
+    for round_index, path in sorted(eval_files.items()):
+        row = eval_row(exp, read_eval(path))
+        if row["round"] != round_index:
+            raise ValueError(f"{path} holds round {row['round']}, expected round {round_index}")
+        rows.append(row)
+    return rows
+
+
+def _csv_text(rows: Sequence[dict], columns: Sequence[str]) -> str:
+    """CSV with a header; None becomes an empty cell and floats keep full precision (repr)."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(columns), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({column: row[column] for column in columns} for row in rows)
+    return buffer.getvalue()
+
+
+def write_metrics_csv(rows: Sequence[dict], path: Path | str) -> None:
+    """Write metrics rows (`METRICS_COLUMNS`) to `path` as CSV, atomically."""
+    atomic_write_text(path, _csv_text(rows, METRICS_COLUMNS))
+
+
+def _experiment_metric(name: str, metrics: Sequence[dict]) -> str:
+    """The score_metric shared by all rounds of an experiment: ranking rounds scored by different
+    metrics would be meaningless, so a mix is an error."""
+    used = {row["score_metric"] for row in metrics}
+    if len(used) != 1:
+        raise ValueError(f"experiment {name!r} scores its rounds by different metrics {sorted(used)}")
+    return used.pop()
+
+
+def summary_row(experiment: dict) -> dict:
+    """One summary row (`SUMMARY_COLUMNS`) of an experiment.
+
+    `experiment` has "name", "kind" ("federated", "centralized" or "local"), "strategy" (None
+    when not federated), "clients", "alpha" (None for an iid partition), "rounds",
+    "majority_baseline", "metrics" (its `eval_rows`, at least one) and "bytes_uploaded" (bytes
+    uploaded by all clients in each round; empty when nothing is communicated).
+
+    The final score, personalized score and VQA accuracy are those of the last evaluated round;
+    the best round is the one with the highest primary score, the earliest on ties; bytes per
+    round are the mean over rounds, None when there are none.
+    """
+    metrics = sorted(experiment["metrics"], key=lambda row: row["round"])
+    if not metrics:
+        raise ValueError(f"experiment {experiment['name']!r} has no evaluated round")
+    best = max(metrics, key=lambda row: (row["score"], -row["round"]))
+    final = metrics[-1]
+    uploaded = experiment["bytes_uploaded"]
+    return {
+        "name": experiment["name"],
+        "kind": experiment["kind"],
+        "strategy": experiment["strategy"],
+        "clients": experiment["clients"],
+        "alpha": experiment["alpha"],
+        "rounds": experiment["rounds"],
+        "score_metric": _experiment_metric(experiment["name"], metrics),
+        "final_score": final["score"],
+        "best_score": best["score"],
+        "best_round": best["round"],
+        "personalized_score": final["personalized_score"],
+        "final_vqa_accuracy": final["vqa_accuracy"],
+        "majority_baseline": experiment["majority_baseline"],
+        "bytes_uploaded_per_round": fmean(uploaded) if uploaded else None,
+    }
+
+
+def summary_rows(experiments: list[dict]) -> list[dict]:
+    """Summary rows of `experiments` (see `summary_row`), in the given order."""
+    return [summary_row(experiment) for experiment in experiments]
+
+
+def format_percent(value: float | None) -> str:
+    """A [0, 1] fraction as a percentage with one decimal ("41.3%"); None as "n/a"."""
+    return "n/a" if value is None else f"{100 * value:.1f}%"
+
+
+def format_bytes(n: float | None) -> str:
+    """A byte count in decimal SI units (1 KB = 1000 B), one decimal above bytes; None as "n/a".
+
+    GB is the largest unit, so 2.5e12 bytes is "2500.0 GB".
+    """
+    if n is None:
+        return "n/a"
+    if n < 1000:
+        return f"{n:.0f} B"
+    for unit in ("KB", "MB"):
+        n /= 1000
+        if n < 1000:
+            return f"{n:.1f} {unit}"
+    return f"{n / 1000:.1f} GB"
+
+
+def _md_cell(value: Any) -> str:
+    """A Markdown table cell: None as "n/a", pipes escaped so they do not split the row."""
+    return "n/a" if value is None else str(value).replace("|", "\\|")
+
+
+def _baseline_line(rows: Sequence[dict]) -> str:
+    """summary.md's majority-answer baseline line: the single value when all experiments share it
+    and its metric (same test set), "none" when no experiment has one (only VQA accuracy and exact
+    match have a most frequent answer), otherwise a pointer to the table's column."""
+    baselines = {row["majority_baseline"] for row in rows}
+    if baselines == {None}:
+        return "Majority-answer baseline: none (only VQA accuracy and exact match have one)."
+    pairs = {(row["majority_baseline"], row["score_metric"]) for row in rows}
+    if len(pairs) != 1:
+        return "Majority-answer baseline: differs between experiments, see the table."
+    baseline, metric = pairs.pop()
+    return (
+        f"Majority-answer baseline (always the most frequent training answer): "
+        f"{format_score(baseline, metric)} ({metric_name(metric)})."
+    )
+
+
+def summary_markdown(rows: Sequence[dict]) -> str:
+    """summary.md: title, the majority-answer baseline, and one table row per experiment.
+
+    Scores are shown in each row's own metric (`format_score`), so experiments scored by
+    different metrics can share the table.
+    """
+    header = (
+        "Experiment", "Kind", "Strategy", "Clients", "Alpha", "Rounds", "Metric", "Final", "Best",
+        "Best round", "Personalized", "Majority baseline", "Uploaded / round",
+    )
+    lines = [
+        "# Experiment summary",
+        "",
+        _baseline_line(rows),
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join(["---"] * len(header)) + "|",
+    ]
+    for row in rows:
+        metric = row["score_metric"]
+        cells = (
+            _md_cell(row["name"]),
+            _md_cell(row["kind"]),
+            _md_cell(row["strategy"]),
+            _md_cell(row["clients"]),
+            "iid" if row["alpha"] is None else _md_cell(row["alpha"]),
+            _md_cell(row["rounds"]),
+            _md_cell(metric_name(metric)),
+            format_score(row["final_score"], metric),
+            format_score(row["best_score"], metric),
+            _md_cell(row["best_round"]),
+            format_score(row["personalized_score"], metric),
+            format_score(row["majority_baseline"], metric),
+            format_bytes(row["bytes_uploaded_per_round"]),
+        )
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_summary(rows: Sequence[dict], csv_path: Path | str, md_path: Path | str) -> None:
+    """Write summary.csv (raw values, `SUMMARY_COLUMNS`) and summary.md, each atomically."""
+    atomic_write_text(csv_path, _csv_text(rows, SUMMARY_COLUMNS))
+    atomic_write_text(md_path, summary_markdown(rows))
+
+
+def _axis_scale(metrics: set[str]) -> float:
+    """The factor of scores of `metrics` sharing one axis: percent only when every metric is a
+    fraction, since one axis has one unit."""
+    return 100.0 if _all_fractions(metrics) else 1.0
+
+
+def _legend_label(name: str, metric: str, mixed: bool) -> str:
+    """A curve's legend entry: the experiment, and its metric when the axis mixes metrics."""
+    return f"{name} ({metric_name(metric)})" if mixed else name
+
+
+def _save_png(fig: Figure, path: Path | str) -> None:
+    """Write `fig` as a PNG, atomically, without the "Software" text chunk (Agg writes no
+    timestamp), so that equal figures are equal files."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", metadata={"Software": None})
+
+
+def score_vs_round_figure(
+    curves: dict[str, list[tuple[int, float]]], metrics: Mapping[str, str], baseline: float | None
+) -> Figure:
+    """The primary score against round, one line per experiment, with the majority-answer
+    baseline as a dashed horizontal line when given.
+
+    `curves` maps an experiment to its (round, score) points, `metrics` each experiment to its
+    score_metric. The y axis is labelled by the metric (`score_label`); when the experiments'
+    metrics differ, each legend entry names its own. Experiments are drawn in sorted order, so
+    the figure does not depend on the order of `curves`.
+    """
+    distinct = {metrics[name] for name in curves}
+    scale, mixed = _axis_scale(distinct), len(distinct) > 1
+    # A bare Figure renders with Agg for PNG and leaves pyplot's global state alone.
+    fig = Figure(figsize=(6.4, 4.2), dpi=100)
+    ax = fig.subplots()
+    for name in sorted(curves):
+        points = sorted(curves[name])
+        label = _legend_label(name, metrics[name], mixed)
+        ax.plot([r for r, _ in points], [scale * score for _, score in points], marker="o", label=label)
+    if baseline is not None:
+        ax.axhline(scale * baseline, color="grey", linestyle="--", label="majority-answer baseline")
+    ax.set_xlabel("Communication round")
+    ax.set_ylabel(score_label(distinct))
+    ax.set_title(f"{_score_title(distinct)} per round")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def plot_score_vs_round(
+    curves: dict[str, list[tuple[int, float]]],
+    metrics: Mapping[str, str],
+    path: Path | str,
+    baseline: float | None,
+) -> None:
+    """`score_vs_round_figure` as a PNG at `path`, byte-for-byte reproducible (`_save_png`)."""
+    _save_png(score_vs_round_figure(curves, metrics, baseline), path)
+
+
+def cumulative_bytes_curve(metrics: Sequence[dict], uploaded: Sequence[float]) -> list[tuple[float, float]]:
+    """(bytes uploaded in rounds 1..r, primary score at round r) for each evaluated round r.
+
+    `metrics` are an experiment's `eval_rows`, `uploaded` its `bytes_per_round` (round 1 first);
+    round 0 sits at 0 bytes.
+    """
+    totals = [0.0]
+    for size in uploaded:
+        totals.append(totals[-1] + size)
+    if any(row["round"] >= len(totals) for row in metrics):
+        raise ValueError(f"evaluated rounds {[row['round'] for row in metrics]} but bytes for {len(uploaded)} rounds")
+    return [(totals[row["round"]], row["score"]) for row in sorted(metrics, key=lambda row: row["round"])]
+
+
+def _byte_unit(largest: float) -> tuple[str, float]:
+    """The decimal unit (name, size) in which `largest` bytes reads best on an axis."""
+    for name, size in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if largest >= size:
+            return name, size
+    return "B", 1.0
+
+
+def score_vs_bytes_figure(
+    curves: dict[str, list[tuple[float, float]]], references: dict[str, float], metrics: Mapping[str, str]
+) -> Figure:
+    """The primary score against cumulative bytes uploaded, one line per federated experiment
+    (`cumulative_bytes_curve`), and each experiment that uploads nothing (centralized, local) as a
+    dotted horizontal line at its final score. `metrics` maps every experiment of both to its
+    score_metric, which labels the axis and legend as in `score_vs_round_figure`.
+    """
+    distinct = {metrics[name] for name in [*curves, *references]}
+    scale, mixed = _axis_scale(distinct), len(distinct) > 1
+    fig = Figure(figsize=(6.4, 4.2), dpi=100)
+    ax = fig.subplots()
+    unit, size = _byte_unit(max((b for points in curves.values() for b, _ in points), default=0.0))
+    for name in sorted(curves):
+        points = sorted(curves[name])
+        label = _legend_label(name, metrics[name], mixed)
+        ax.plot([b / size for b, _ in points], [scale * score for _, score in points], marker="o", label=label)
+    # Reference lines continue the colour cycle after the curves, so each keeps its own colour.
+    for index, name in enumerate(sorted(references), start=len(curves)):
+        label = f"{_legend_label(name, metrics[name], mixed)} (no upload)"
+        ax.axhline(scale * references[name], linestyle=":", color=f"C{index % 10}", label=label)
+    ax.set_xlabel(f"Cumulative bytes uploaded by clients ({unit})")
+    ax.set_ylabel(score_label(distinct))
+    ax.set_title(f"{_score_title(distinct)} against communication")
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def plot_accuracy_vs_bytes(
+    curves: dict[str, list[tuple[float, float]]],
+    references: dict[str, float],
+    metrics: Mapping[str, str],
+    path: Path | str,
+) -> None:
+    """`score_vs_bytes_figure` as a PNG at `path` (accuracy_vs_bytes.png, named before scores other
+    than accuracies), byte-for-byte reproducible (`_save_png`)."""
+    _save_png(score_vs_bytes_figure(curves, references, metrics), path)
+
+
+def bytes_per_round(kind: str, round_files: Sequence[Path | str]) -> list[float]:
+    """Bytes uploaded in each round, from the rounds' aggregate.json files.
+
+    Only federated runs communicate: the centralized baseline trains where the data is, and
+    local models never leave their site.
+    """
+    if kind != "federated":
+        return []
+    return [float(json.loads(Path(path).read_text())["bytes_uploaded"]) for path in round_files]
+
+
+def experiment_entry(name: str, experiment: dict, eval_files: Sequence[Path | str], round_files: Sequence[Path | str]) -> dict:
+    """The `summary_row` input of one experiment, from its resolved config and its files."""
+    evaluations = {read_eval(path)["round"]: Path(path) for path in eval_files}
+    partition = experiment["partition"]
+    return {
+        "name": name,
+        "kind": experiment["kind"],
+        "strategy": experiment["strategy"]["name"] if experiment["kind"] == "federated" else None,
+        "clients": experiment["clients"],
+        "alpha": partition.get("alpha") if partition["scheme"] == "dirichlet" else None,
+        "rounds": experiment["rounds"],
+        "majority_baseline": read_eval(next(iter(evaluations.values())))["majority_baseline"],
+        "metrics": eval_rows(name, evaluations),
+        "bytes_uploaded": bytes_per_round(experiment["kind"], round_files),
+    }

@@ -1,0 +1,588 @@
+"""The papers' tables from a user's own runs: FedUMM Tables 1, 3 and 4 (Su et al., arXiv:2601.15390).
+
+- Table 1: the primary score of the federated experiments, one row per number of clients (and
+  strategy, when several), one column per Dirichlet α, the row's average and its difference to the
+  centralized baseline.
+- Table 3: training paradigms: centralized and single-site training against federated training.
+- Table 4: compute and communication per round, against full fine-tuning.
+
+Scores are the primary score of each experiment's last evaluated round (`final_score` of
+`fedumm.reports.summary.summary_row`: VQA accuracy on VQA v2, CIDEr on captions, ...), shown in percent for
+accuracies and as a plain number for CIDEr (`fedumm.reports.summary.score_scale`); each table names its
+metric, and gains a "Metric" column when its experiments are scored by different metrics.
+Experiments that differ only in their seed are averaged, and every table says over how many.
+
+The table builders are pure: "run" records in (`run_record`), a `Table` out; `to_csv`, `to_markdown`
+and `to_latex` format it. Only the functions of the "reading run files" section touch files:
+Snakemake's benchmark TSVs, aggregate.json and the base model's spec.json.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import re
+from collections.abc import Callable, Collection, Iterable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from statistics import fmean
+
+from fedumm import config as fedumm_config
+from fedumm.io import atomic_write_text
+from fedumm.reports import summary
+
+Cell = str | int | float | None
+"""A table cell: text, a number in the column's unit, or None for a missing value."""
+
+MISSING = "—"
+"""How Markdown and LaTeX show a missing cell (CSV leaves it empty)."""
+
+SIG3 = "sig3"
+"""Format of columns spanning orders of magnitude (GB, GPU-hours): 3 significant digits, no exponent."""
+
+GB = 10**9
+
+TABLE_NAMES = ("table1", "table3", "table4")
+
+
+@dataclass(frozen=True)
+class Table:
+    """A table in the papers' layout.
+
+    `formats` holds one format spec per column for Markdown and LaTeX (`""`: the cell as text, and
+    the column is left-aligned); CSV keeps numbers at full precision. `notes` explain how the cells
+    were computed; Markdown prints them below the table, LaTeX as comments above it.
+    """
+
+    title: str
+    columns: tuple[str, ...]
+    formats: tuple[str, ...]
+    rows: tuple[tuple[Cell, ...], ...]
+    notes: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if len(self.formats) != len(self.columns):
+            raise ValueError(f"table {self.title!r}: {len(self.formats)} formats for {len(self.columns)} columns")
+        for row in self.rows:
+            if len(row) != len(self.columns):
+                raise ValueError(f"table {self.title!r}: row {row!r} has {len(row)} cells, expected {len(self.columns)}")
+
+
+# ----------------------------------------------------------------------------- runs
+
+
+def seed_group(experiment: dict) -> str:
+    """A key shared by the resolved experiments that differ only in their seed (replicates)."""
+    return fedumm_config.config_hash({key: value for key, value in experiment.items() if key != "seed"})
+
+
+def run_record(name: str, experiment: dict, summary: dict) -> dict:
+    """The input of the table builders for one experiment.
+
+    `experiment` is the resolved experiment, `summary` its `fedumm.reports.summary.summary_row`. The record
+    holds `name`, `group` (`seed_group`), `kind`, `strategy` (None unless federated), `clients`,
+    `alpha` (None for an iid partition), `tuning` (the tuning mode), `metric` (its score_metric),
+    `score` (its final primary score, unscaled) and `bytes_per_round` (mean bytes uploaded per
+    round, None when nothing is uploaded).
+    """
+    return {
+        "name": name,
+        "group": seed_group(experiment),
+        "kind": experiment["kind"],
+        "strategy": summary["strategy"],
+        "clients": experiment["clients"],
+        "alpha": summary["alpha"],
+        "tuning": experiment["tuning"]["mode"],
+        "metric": summary["score_metric"],
+        "score": summary["final_score"],
+        "bytes_per_round": summary["bytes_uploaded_per_round"],
+    }
+
+
+def _mean(values: Iterable[float | None]) -> float | None:
+    """Mean of the values that are not None; None when there are none."""
+    present = [value for value in values if value is not None]
+    return fmean(present) if present else None
+
+
+def group_label(names: Sequence[str]) -> str:
+    """One name for replicates: `sweep_c4_a0.5_fedavg_s0` and `…_s1` become `sweep_c4_a0.5_fedavg`."""
+    if len(names) == 1:
+        return names[0]
+    stems = {re.sub(r"_s\d+$", "", name) for name in names}
+    return stems.pop() if len(stems) == 1 else ", ".join(names)
+
+
+def average_seeds(runs: Sequence[dict]) -> list[dict]:
+    """One record per seed group, in order of first appearance: the mean `score` and
+    `bytes_per_round` of its runs, `name` from `group_label`, `names` and `seeds` (how many)."""
+    groups: dict[str, list[dict]] = {}
+    for run in runs:
+        groups.setdefault(run["group"], []).append(run)
+    return [
+        {
+            **members[0],
+            "name": group_label([run["name"] for run in members]),
+            "names": tuple(run["name"] for run in members),
+            "seeds": len(members),
+            "score": fmean(run["score"] for run in members),
+            "bytes_per_round": _mean(run["bytes_per_round"] for run in members),
+        }
+        for members in groups.values()
+    ]
+
+
+def _seeds_note(groups: Sequence[dict]) -> str | None:
+    """Says which rows average several seeds, or None when no experiment was repeated."""
+    repeated = [f"{group['name']} ({group['seeds']})" for group in groups if group["seeds"] > 1]
+    if not repeated:
+        return None
+    return "Mean over the seeds of experiments that differ only in their seed (number of seeds): " + ", ".join(repeated) + "."
+
+
+def _scaled(score: float | None, metric: str) -> float | None:
+    """A score in the unit the tables show for its metric: percent for fractions, CIDEr as is."""
+    return None if score is None else score * summary.score_scale(metric)
+
+
+def _metrics(runs: Iterable[dict]) -> list[str]:
+    """The distinct score metrics of `runs`, in `fedumm.reports.summary.metric_order`."""
+    return sorted({run["metric"] for run in runs}, key=summary.metric_order)
+
+
+def _score_format(metrics: Collection[str]) -> str:
+    """Format spec of score columns: one decimal of a percentage, two as soon as a metric is not a
+    fraction (CIDEr, in [0, 10], would lose its differences at one decimal)."""
+    return ".1f" if set(metrics) <= summary.FRACTION_METRICS else ".2f"
+
+
+_METRIC_DESCRIPTIONS: dict[str, str] = {
+    "vqa.accuracy": "VQA accuracy",
+    "exact_match.accuracy": "exact-match accuracy",
+    "classification_accuracy": "classification accuracy",
+    "caption.CIDEr": "CIDEr-D",
+    "ground.accuracy@0.5": "grounding accuracy at IoU >= 0.5",
+}
+"""What the primary metrics (`fedumm.reports.summary.METRIC_NAMES`) measure, for the tables' notes."""
+
+
+def _score_description(metrics: Collection[str]) -> str:
+    """What the score cells hold, for notes: the metric and its unit, or how mixed metrics read."""
+    distinct = set(metrics)
+    if len(distinct) > 1:
+        return "the score of the row's Metric, accuracies in % and CIDEr as a number"
+    if not distinct:
+        return "the primary score"
+    (metric,) = distinct
+    unit = "in %" if metric in summary.FRACTION_METRICS else "as a number (not a percentage)"
+    return f"{_METRIC_DESCRIPTIONS.get(metric, metric)} {unit}"
+
+
+def _metric_cell(metric: str, by_metric: bool) -> tuple[Cell, ...]:
+    """The Metric column's cell, present only when a table mixes metrics."""
+    return (summary.metric_name(metric),) if by_metric else ()
+
+
+def _alpha_label(alpha: float | None) -> str:
+    return "IID" if alpha is None else f"α={alpha:g}"
+
+
+def _alpha_order(alpha: float | None) -> tuple[bool, float]:
+    """Increasing α, the iid partition (no α) last."""
+    return (alpha is None, alpha or 0.0)
+
+
+# ----------------------------------------------------------------------------- Table 1
+
+
+def _centralized_score(runs: Sequence[dict], metric: str) -> tuple[float | None, str]:
+    """The centralized reference of `metric` (mean over its centralized experiments), unscaled, and
+    a note saying where it comes from."""
+    central = [run for run in runs if run["kind"] == "centralized" and run["metric"] == metric]
+    score = _mean(run["score"] for run in central)
+    if score is None:
+        return None, "No centralized experiment: vs. centralized is —."
+    names = [run["name"] for run in central]
+    source = names[0] if len(names) == 1 else "the mean of " + ", ".join(names)
+    unit = "percentage points" if metric in summary.FRACTION_METRICS else f"{summary.metric_name(metric)} points"
+    return score, f"vs. centralized: Avg minus the centralized score ({source}), in {unit}."
+
+
+def _cell_count_note(counts: Sequence[int]) -> str:
+    if set(counts) == {1}:
+        return "One experiment per cell."
+    low, high = min(counts), max(counts)
+    spread = str(low) if low == high else f"{low}–{high}"
+    return f"Each cell is the mean over the experiments with that strategy, number of clients and α ({spread} seeds)."
+
+
+def table1(runs: Sequence[dict]) -> Table:
+    """FedUMM Table 1: final primary score by number of clients (rows) and Dirichlet α (columns).
+
+    Cells average the federated runs of the same strategy, clients and α (seeds); `Avg` is the mean of
+    the row's filled cells; `vs. centralized` is Avg minus the centralized score. A first row gives
+    the centralized score when there is one. With a single federated experiment the table has one
+    cell; with none, only the centralized row (or no row). When the experiments are scored by
+    different metrics, a first "Metric" column splits the rows by metric, each with its own
+    centralized row, since scores of different metrics are never averaged or compared.
+    """
+    scored = [run for run in runs if run["kind"] in ("federated", "centralized")]
+    federated = [run for run in scored if run["kind"] == "federated"]
+    metrics = _metrics(scored)
+    by_metric = len(metrics) > 1
+    alphas = sorted({run["alpha"] for run in federated}, key=_alpha_order)
+    strategies = sorted({run["strategy"] for run in federated})
+    by_strategy = len(strategies) > 1
+    cells: dict[tuple[str, str, int, float | None], list[dict]] = {}
+    for run in federated:
+        cells.setdefault((run["metric"], run["strategy"], run["clients"], run["alpha"]), []).append(run)
+
+    key_columns = (("Metric",) if by_metric else ()) + (("Strategy",) if by_strategy else ()) + ("Clients",)
+    columns = key_columns + tuple(_alpha_label(alpha) for alpha in alphas) + ("Avg", "vs. centralized")
+    score_format = _score_format(metrics)
+    formats = ("",) * len(key_columns) + (score_format,) * (len(alphas) + 1) + ("+" + score_format,)
+    rows: list[tuple[Cell, ...]] = []
+    notes = [
+        f"Final score of the federated experiments (last evaluated round): {_score_description(metrics)}.",
+        _cell_count_note([len(members) for members in cells.values()]) if cells else "No federated experiment.",
+        "Avg: mean of the row's filled α cells; — marks a combination without an experiment.",
+    ]
+    for metric in metrics:
+        central, central_note = _centralized_score(scored, metric)
+        notes.append(f"{summary.metric_name(metric)}: {central_note}" if by_metric else central_note)
+        if central is not None:
+            label = _metric_cell(metric, by_metric) + (("Centralized", None) if by_strategy else ("Centralized",))
+            rows.append(label + (None,) * len(alphas) + (_scaled(central, metric), None))
+        for strategy, clients in sorted({(strategy, clients) for m, strategy, clients, _ in cells if m == metric}):
+            row_cells = [cells.get((metric, strategy, clients, alpha), []) for alpha in alphas]
+            values = [_mean(run["score"] for run in members) for members in row_cells]
+            average = _mean(values)
+            difference = None if central is None or average is None else average - central
+            key = _metric_cell(metric, by_metric) + ((strategy, clients) if by_strategy else (clients,))
+            rows.append(key + tuple(_scaled(value, metric) for value in values)
+                        + (_scaled(average, metric), _scaled(difference, metric)))
+            notes += [
+                f"Cell {strategy}, {clients} clients, {_alpha_label(alpha)} averages experiments that differ in more "
+                f"than their seed: {', '.join(run['name'] for run in members)}."
+                for alpha, members in zip(alphas, row_cells)
+                if len({run["group"] for run in members}) > 1
+            ]
+    if not metrics:
+        notes.append("No centralized experiment: vs. centralized is —.")
+    title = f"Table 1: {summary.score_label(metrics)} by number of clients and Dirichlet α"
+    return Table(title, columns, formats, tuple(rows), tuple(notes))
+
+
+# ----------------------------------------------------------------------------- Table 3
+
+
+def _adapters(tuning: str) -> str:
+    """What a tuning mode trains, as the papers name it."""
+    return "connector" if tuning == "connector" else "LoRA"
+
+
+def _empty_row(configuration: str, by_metric: bool) -> tuple[Cell, ...]:
+    """A Table 3 row of — for a configuration without an experiment."""
+    return (configuration,) + (None,) * (4 if by_metric else 3)
+
+
+def _paradigm_rows(groups: Sequence[dict], kind: str, paradigm: str, by_metric: bool) -> list[tuple[Cell, ...]]:
+    """Table 3 rows of the seed groups of one kind: configuration, experiment, its metric (when the
+    table mixes metrics), final score and GB uploaded per round; one row of — when the kind has no
+    experiment."""
+    members = [group for group in groups if group["kind"] == kind]
+    if not members:
+        return [_empty_row(f"{paradigm} + LoRA", by_metric)]
+    return [
+        (f"{paradigm} + {_adapters(group['tuning'])}", group["name"])
+        + _metric_cell(group["metric"], by_metric)
+        + (_scaled(group["score"], group["metric"]),
+           None if group["bytes_per_round"] is None else group["bytes_per_round"] / GB)
+        for group in members
+    ]
+
+
+def table3(runs: Sequence[dict]) -> Table:
+    """FedUMM Table 3: training paradigms. Rows: centralized full fine-tuning, centralized with
+    adapters, single-site full fine-tuning, single site with adapters (`local` kind) and federated,
+    one row per experiment (seeds averaged); columns: the final primary score (with a "Metric"
+    column when the experiments' metrics differ) and GB uploaded per round.
+
+    The pipeline has no full-fine-tuning kind: those rows, and kinds without an experiment, show —.
+    """
+    groups = average_seeds(runs)
+    metrics = _metrics(groups)
+    by_metric = len(metrics) > 1
+    rows = [
+        _empty_row("Centralized (full fine-tuning)", by_metric),
+        *_paradigm_rows(groups, "centralized", "Centralized", by_metric),
+        _empty_row("Single site (full fine-tuning)", by_metric),
+        *_paradigm_rows(groups, "local", "Single site", by_metric),
+        *_paradigm_rows(groups, "federated", "Federated", by_metric),
+    ]
+    score_column = summary.score_label(metrics)
+    notes = [
+        f"{score_column}: {_score_description(metrics)}, of the last evaluated round; single site: each "
+        "client trains on its own data only, the score is the mean over clients.",
+        "Comm.: GB (10^9 bytes) uploaded per round by all sampled clients; centralized and single-site "
+        "training upload nothing.",
+        "The pipeline has no full-fine-tuning kind: rows without an experiment show — (no number is invented).",
+    ]
+    seeds = _seeds_note(groups)
+    if seeds:
+        notes.append(seeds)
+    return Table(
+        "Table 3: training paradigms",
+        ("Configuration", "Experiment") + (("Metric",) if by_metric else ()) + (score_column, "Comm. (GB/round)"),
+        ("", "") + (("",) if by_metric else ()) + (_score_format(metrics), SIG3),
+        tuple(rows),
+        tuple(notes),
+    )
+
+
+# ----------------------------------------------------------------------------- Table 4
+
+
+def round_compute(jobs: dict[int, Sequence[dict | None]]) -> dict[str, float | None]:
+    """Mean over rounds of the summed `s` and `cpu_time` of each round's jobs.
+
+    `jobs` maps a round to its jobs' benchmark records (`read_benchmark`; None: file missing). A round
+    with a missing record or value is left out, since its sum would understate the round; None when
+    no round is complete.
+    """
+    result: dict[str, float | None] = {}
+    for key in ("s", "cpu_time"):
+        sums = [
+            sum(job[key] for job in round_jobs)  # type: ignore[index]
+            for round_jobs in jobs.values()
+            if round_jobs and all(job is not None and job[key] is not None for job in round_jobs)
+        ]
+        result[key] = fmean(sums) if sums else None
+    return result
+
+
+def compute_record(run: dict, client_jobs: dict[int, Sequence[dict | None]], server_jobs: dict[int, Sequence[dict | None]],
+                   uploads: Sequence[dict], model_bytes: int | None) -> dict:
+    """The input of `table4` for one federated run (`run_record`).
+
+    `client_jobs` / `server_jobs`: benchmark records of the client_train / aggregate jobs by round;
+    `uploads`: the rounds' aggregate.json contents (`bytes_uploaded`, `clients`); `model_bytes`: the
+    size of the whole model (`fedumm.reports.accounting.model_size`), what one client would upload under full fine-tuning;
+    None when it is unknown (`fedumm.reports.accounting.read_model_size`).
+    """
+    clients_per_round = _mean(len(upload["clients"]) for upload in uploads)
+    missing = sum(job is None for jobs in (client_jobs, server_jobs) for round_jobs in jobs.values() for job in round_jobs)
+    return {
+        "name": run["name"],
+        "group": run["group"],
+        "metric": run["metric"],
+        "score": run["score"],
+        "client": round_compute(client_jobs),
+        "server": round_compute(server_jobs),
+        "upload_bytes": _mean(float(upload["bytes_uploaded"]) for upload in uploads),
+        "full_bytes": None if clients_per_round is None or model_bytes is None else model_bytes * clients_per_round,
+        "missing_benchmarks": missing,
+    }
+
+
+def _gpu_hours(seconds: float | None, gpus: int) -> float | None:
+    return None if seconds is None or not gpus else seconds * gpus / 3600
+
+
+def _gpu_note(gpus: dict[str, int]) -> str:
+    if not any(gpus.values()):
+        return "No GPU is configured for client_train or aggregate (resources.*.gpu = 0): GPU-h is —."
+    return (f"GPU-h = s × GPUs per job / 3600, with {gpus['client_train']} GPU(s) per client_train job and "
+            f"{gpus['aggregate']} per aggregate job (resources).")
+
+
+def table4(records: Sequence[dict], gpus: dict[str, int]) -> Table:
+    """FedUMM Table 4: compute and communication per round of each federated experiment (seeds
+    averaged), against full fine-tuning.
+
+    `records` come from `compute_record`; `gpus` maps `client_train` and `aggregate` to the GPUs per
+    job of those rules. Client columns sum a round's client jobs, server columns are its aggregation
+    job, both averaged over rounds; `Comm. / full` is the upload over what full fine-tuning would
+    upload (every parameter of the model per sampled client). The last column is the final primary
+    score, preceded by a "Metric" column when the experiments' metrics differ.
+    """
+    metrics = _metrics(records)
+    by_metric = len(metrics) > 1
+    groups: dict[str, list[dict]] = {}
+    for record in records:
+        groups.setdefault(record["group"], []).append(record)
+    rows = []
+    for members in groups.values():
+        client = {key: _mean(record["client"][key] for record in members) for key in ("s", "cpu_time")}
+        server = {key: _mean(record["server"][key] for record in members) for key in ("s", "cpu_time")}
+        upload = _mean(record["upload_bytes"] for record in members)
+        full = _mean(record["full_bytes"] for record in members)
+        ratio = None if upload is None or not full else 100 * upload / full
+        rows.append((
+            group_label([record["name"] for record in members]),
+            client["s"], client["cpu_time"], _gpu_hours(client["s"], gpus["client_train"]),
+            server["s"], server["cpu_time"], _gpu_hours(server["s"], gpus["aggregate"]),
+            None if upload is None else upload / GB, None if full is None else full / GB, ratio,
+            *_metric_cell(members[0]["metric"], by_metric),
+            _scaled(_mean(record["score"] for record in members), members[0]["metric"]),
+        ))
+    score_column = summary.score_label(metrics)
+    notes = [
+        "Per round, mean over rounds, from Snakemake's benchmark files: client columns sum the round's "
+        "client_train jobs (all sampled clients), server columns are its aggregate job; s is wall-clock "
+        "seconds, CPU s the CPU seconds.",
+        _gpu_note(gpus),
+        "Comm.: GB (10^9 bytes) uploaded per round by the sampled clients (bytes_uploaded of aggregate.json); "
+        "Full FT: every parameter of the model at its dtype, per sampled client.",
+        f"{score_column}: {_score_description(metrics)}, of the last evaluated round.",
+    ]
+    if not records:
+        notes.append("No federated experiment.")
+    if any(record["full_bytes"] is None for record in records):
+        notes.append("Full FT is — where the model's size is unknown (its config could not be read, see the rule's log).")
+    missing = sum(record["missing_benchmarks"] for record in records)
+    if missing:
+        notes.append(f"{missing} benchmark file(s) missing or unreadable: rounds lacking one are left out of the means.")
+    repeated = [f"{group_label([r['name'] for r in members])} ({len(members)})" for members in groups.values() if len(members) > 1]
+    if repeated:
+        notes.append("Mean over the seeds of experiments that differ only in their seed (number of seeds): "
+                     + ", ".join(repeated) + ".")
+    return Table(
+        "Table 4: compute and communication per round against full fine-tuning",
+        ("Experiment", "Client (s)", "Client CPU (s)", "Client (GPU-h)", "Server (s)", "Server CPU (s)",
+         "Server (GPU-h)", "Comm. (GB)", "Full FT comm. (GB)", "Comm. / full (%)")
+        + (("Metric",) if by_metric else ()) + (score_column,),
+        ("", ".1f", ".1f", SIG3, ".1f", ".1f", SIG3, SIG3, SIG3, SIG3) + (("",) if by_metric else ())
+        + (_score_format(metrics),),
+        tuple(rows),
+        tuple(notes),
+    )
+
+
+# ----------------------------------------------------------------------------- formatting
+
+
+def format_cell(value: Cell, spec: str) -> str:
+    """A cell as Markdown/LaTeX show it: None as `MISSING`, numbers with the column's format spec,
+    where `SIG3` means 3 significant digits without an exponent (0.0000564, 0.094, 28.6, 100)."""
+    if value is None:
+        return MISSING
+    if isinstance(value, str) or not spec:
+        return str(value)
+    if spec == SIG3:
+        # Decimal prints the rounded value positionally, where format's "g" would switch to 5.64e-05.
+        return format(Decimal(f"{value:.3g}"), "f")
+    return format(value, spec)
+
+
+def to_csv(table: Table) -> str:
+    """The table as CSV: the column names, then the rows; numbers at full precision, missing cells empty."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(table.columns)
+    writer.writerows(["" if value is None else value for value in row] for row in table.rows)
+    return buffer.getvalue()
+
+
+def _md_escape(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def to_markdown(table: Table) -> str:
+    """The table as Markdown: a bold title, the table (numbers right-aligned), the notes as a list."""
+    align = ["---:" if spec else "---" for spec in table.formats]
+    lines = [
+        f"**{_md_escape(table.title)}**",
+        "",
+        "| " + " | ".join(_md_escape(column) for column in table.columns) + " |",
+        "|" + "|".join(align) + "|",
+    ]
+    lines += [
+        "| " + " | ".join(_md_escape(format_cell(value, spec)) for value, spec in zip(row, table.formats)) + " |"
+        for row in table.rows
+    ]
+    if table.notes:
+        lines.append("")
+        lines += [f"- {_md_escape(note)}" for note in table.notes]
+    return "\n".join(lines) + "\n"
+
+
+# LaTeX specials, and the non-ASCII characters the tables use, as text-mode LaTeX.
+_LATEX = {
+    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
+    "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "—": "---", "–": "--",
+    "α": r"$\alpha$", "×": r"$\times$",
+}
+
+
+def latex_escape(text: str) -> str:
+    """`text` safe in a LaTeX tabular cell (character by character, so nothing is escaped twice)."""
+    return "".join(_LATEX.get(char, char) for char in text)
+
+
+def to_latex(table: Table) -> str:
+    """The table as a booktabs `tabular` (needs `\\usepackage{booktabs}`), preceded by the title and
+    notes as comments so that it can be `\\input` inside the reader's own `table` float."""
+    lines = [f"% {table.title}"] + [f"% {note}" for note in table.notes]
+    lines.append(r"\begin{tabular}{" + "".join("r" if spec else "l" for spec in table.formats) + "}")
+    lines.append(r"\toprule")
+    lines.append(" & ".join(latex_escape(column) for column in table.columns) + r" \\")
+    lines.append(r"\midrule")
+    lines += [
+        " & ".join(latex_escape(format_cell(value, spec)) for value, spec in zip(row, table.formats)) + r" \\"
+        for row in table.rows
+    ]
+    lines.append(r"\bottomrule")
+    lines.append(r"\end{tabular}")
+    return "\n".join(lines) + "\n"
+
+
+FORMATTERS: dict[str, Callable[[Table], str]] = {"csv": to_csv, "md": to_markdown, "tex": to_latex}
+"""Output file extension -> formatter."""
+
+
+def write_table(table: Table, paths: dict[str, Path | str]) -> None:
+    """Write `table` in each format of `paths` (extension -> path, see `FORMATTERS`), atomically."""
+    for extension, path in paths.items():
+        atomic_write_text(path, FORMATTERS[extension](table))
+
+
+# ----------------------------------------------------------------------------- reading run files
+
+
+def _number(text: str) -> float | None:
+    """A benchmark value; Snakemake writes "NA" (or "-") when it could not measure one."""
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def read_benchmark(path: Path | str) -> dict[str, float | None] | None:
+    """`s` and `cpu_time` of a Snakemake benchmark TSV (the mean over its rows when the job was
+    repeated); None when the file is missing or has no data row."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    rows = list(csv.DictReader(path.read_text(encoding="utf-8").splitlines(), delimiter="\t"))
+    if not rows:
+        return None
+    return {key: _mean(_number(row.get(key) or "") for row in rows) for key in ("s", "cpu_time")}
+
+
+def read_benchmarks(paths_by_round: dict[int, Sequence[Path | str]]) -> dict[int, list[dict[str, float | None] | None]]:
+    """`read_benchmark` of each round's jobs, keyed like `paths_by_round`."""
+    return {round_index: [read_benchmark(path) for path in paths] for round_index, paths in paths_by_round.items()}
+
+
+def read_uploads(aggregate_files: Sequence[Path | str]) -> list[dict]:
+    """`bytes_uploaded` and `clients` of each round's aggregate.json."""
+    uploads = []
+    for path in aggregate_files:
+        summary = json.loads(Path(path).read_text(encoding="utf-8"))
+        uploads.append({"bytes_uploaded": summary["bytes_uploaded"], "clients": summary["clients"]})
+    return uploads
