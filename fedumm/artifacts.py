@@ -30,6 +30,7 @@ SERVER_STATE = "server_state.safetensors"
 METRICS = "metrics.json"
 AGGREGATE_SUMMARY = "aggregate.json"
 EVAL = "eval.json"
+BASE_SPEC = "spec.json"  # a base model directory's record of the model entry it was built from
 GLOBAL_DIR = "global"
 CLIENTS_DIR = "clients"
 # A client state file holds what the client keeps for its next round and what it uploads,

@@ -139,6 +139,13 @@ def _check_experiment(name: str, experiment: dict, config: dict) -> None:
         strategy = strategies.build(experiment["strategy"])
     except (KeyError, TypeError, ValueError) as error:
         raise ConfigError(f"config key '{where}.strategy': {error}") from None
+    model = config["models"].get(experiment["model"], {})
+    if (model.get("family") == "hf" and experiment["strategy"]["name"] == "fedcmp"
+            and strategy.reliability and strategy.lam > 0):
+        raise ConfigError(
+            f"config key '{where}.strategy': fedcmp's reliability weights need the cross-modal alignment "
+            "error, which fedumm measures on the llava_recipe family only; set reliability: false (or lam: 0)"
+        )
     if experiment["kind"] == "local" and strategy.client_needs_server_state:
         raise ConfigError(
             f"config key '{where}.strategy': the clients of {experiment['strategy']['name']!r} read the "
@@ -217,13 +224,27 @@ def _check_mixture(name: str, spec: dict, datasets: dict) -> None:
             raise ConfigError(f"{where}: part {part!r} has no {lacking[0]!r} split")
 
 
+def _check_hf_model(name: str, model: dict) -> None:
+    where = f"config key 'models.{name}"
+    if ("id" in model) == ("config" in model):
+        raise ConfigError(f"{where}': give either `id` (a hub id or local directory) or `config` (an inline "
+                          "config for a random-init model), not both and not neither")
+    if "config" in model and "pretrain" not in model:
+        raise ConfigError(f"{where}.pretrain': an inline config needs `pretrain` (its tokenizer is built from the "
+                          "vocabulary of that dataset; `steps: 0` builds it without training)")
+    if "id" in model and "pretrain" in model:
+        raise ConfigError(f"{where}.pretrain': a checkpoint from `id` is used as it is; pretraining is for inline configs")
+
+
 def _check_model(name: str, model: dict, config: dict) -> None:
+    if model.get("family") == "hf":
+        _check_hf_model(name, model)
     pretrain = model.get("pretrain")
     if pretrain and pretrain["dataset"] not in config["datasets"]:
         raise ConfigError(
             f"config key 'models.{name}.pretrain.dataset': unknown dataset {pretrain['dataset']!r}"
         )
-    if model["tokenizer"].get("wordlevel") and "config" not in model["language"]:
+    if model.get("family") != "hf" and model["tokenizer"].get("wordlevel") and "config" not in model["language"]:
         raise ConfigError(
             f"config key 'models.{name}.tokenizer': a word-level tokenizer needs an inline "
             "language config (a pretrained LM comes with its own tokenizer id)"

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from fedumm.data import shards
-from fedumm.models.pretrain import build_base_model
+from fedumm.models.families import family_of
 from fedumm.runlog import log_to
 
 with log_to(snakemake.log[0]) as log:
@@ -13,7 +13,5 @@ with log_to(snakemake.log[0]) as log:
         if snakemake.input.public
         else []
     )
-    summary = build_base_model(
-        spec, public, Path(snakemake.output[0]), threads=snakemake.threads
-    )
+    summary = family_of(spec).build_base(spec, public, Path(snakemake.output[0]), threads=snakemake.threads)
     log.info("base model: %s", summary)

@@ -23,9 +23,8 @@ from fedumm.data import shapes, shards
 from fedumm.evaluation import captions, evaluate, grounding, scores
 from fedumm.federated.initial import initial_adapter
 from fedumm.io import atomic_write_json
-from fedumm.models import batches, images, pretrain
+from fedumm.models import families, pretrain
 from fedumm.models.adapters import load_adapter
-from fedumm.models.vlm import load_base
 
 needs_java = pytest.mark.skipif(shutil.which("java") is None, reason="caption metrics need Java (make system-deps)")
 
@@ -50,11 +49,11 @@ def mixed_samples(n: int) -> list[tuple[dict, object]]:
 
 
 def generate(root: Path, adapter: Path, records: list[dict], shards: list[Path]) -> dict[str, str]:
-    base, tokenizer, spec = load_base(root / "base")
-    vlm = load_adapter(base, adapter, is_trainable=False)
-    visual = batches.VisualSource(shards, {r["id"] for r in records}, transform=images.image_transform(spec))
+    base = families.load_base(root / "base")
+    model = load_adapter(base.model, adapter, is_trainable=False)
+    model_inputs = base.family.inputs(base, shards, {r["id"] for r in records})
     lengths = evaluate.generation_lengths(EVAL)
-    return evaluate.predict_answers(vlm, tokenizer, records, visual, EVAL["batch_size"], lengths, CPU)
+    return evaluate.predict_answers(model, model_inputs, records, EVAL["batch_size"], lengths, CPU)
 
 
 @pytest.fixture(scope="module")

@@ -112,3 +112,50 @@ def report_results(html: str) -> dict[str, dict]:
 def embedded_bytes(entry: dict) -> bytes:
     """The bytes of one embedded report file."""
     return base64.b64decode(entry["data_uri"].split("base64,", 1)[1])
+
+
+_LLAMA = {"model_type": "llama", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+          "num_attention_heads": 4, "num_key_value_heads": 4}
+TINY_HF_CONFIGS = {
+    "qwen2_5_vl": {
+        "model_type": "qwen2_5_vl",
+        "text_config": {"model_type": "qwen2_5_vl_text", "hidden_size": 64, "intermediate_size": 128,
+                        "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+                        # mrope_section must sum to head_dim / 2
+                        "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]}},
+        "vision_config": {"depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2, "patch_size": 8,
+                          "spatial_merge_size": 2, "temporal_patch_size": 2, "window_size": 32, "out_hidden_size": 64,
+                          "fullatt_block_indexes": [1]},
+    },
+    "llava": {"model_type": "llava", "text_config": _LLAMA,
+              "vision_config": {"model_type": "clip_vision_model", "hidden_size": 32, "intermediate_size": 64,
+                                "num_hidden_layers": 2, "num_attention_heads": 2, "image_size": 64, "patch_size": 16},
+              "vision_feature_layer": -2, "vision_feature_select_strategy": "default"},
+    "idefics3": {"model_type": "idefics3", "text_config": _LLAMA, "scale_factor": 2,
+                 "vision_config": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+                                   "num_attention_heads": 2, "image_size": 64, "patch_size": 16}},
+    "paligemma": {"model_type": "paligemma", "projection_dim": 64,
+                  "text_config": {"model_type": "gemma", "hidden_size": 64, "intermediate_size": 128,
+                                  "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 1,
+                                  "head_dim": 16},
+                  "vision_config": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+                                    "num_attention_heads": 2, "image_size": 64, "patch_size": 16, "projection_dim": 64}},
+    "janus": {"model_type": "janus", "text_config": _LLAMA,
+              "vision_config": {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "image_size": 64,
+                                "patch_size": 16, "projection_dim": 64, "num_image_tokens": 16},
+              "vq_config": {"embed_dim": 8, "num_embeddings": 64, "latent_channels": 32, "base_channels": 32,
+                            "channel_multiplier": [1, 1, 2, 2, 4], "num_res_blocks": 1, "projection_dim": 64,
+                            "image_token_embed_dim": 64}},
+    "emu3": {"model_type": "emu3",
+             "text_config": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+                             "num_attention_heads": 4, "num_key_value_heads": 4},
+             "vq_config": {"codebook_size": 32, "embed_dim": 4, "latent_channels": 4, "base_channels": 32,
+                           "channel_multiplier": [1, 2, 2, 4], "attn_resolutions": [], "temporal_downsample_factor": 4,
+                           "hidden_size": 128, "num_res_blocks": 1}},
+}
+"""Tiny random-init configs of every architecture of the hf family (values from shared/notes/tiny-hf-models.md)."""
+
+
+def tiny_hf_model(model_type: str, steps: int = 0) -> dict:
+    return {"family": "hf", "config": copy.deepcopy(TINY_HF_CONFIGS[model_type]), "seed": 0,
+            "pretrain": {"dataset": "shapes", "split": "public", "steps": steps, "batch_size": 16, "lr": 0.002}}

@@ -16,9 +16,9 @@ from tqdm import tqdm
 from fedumm.artifacts import CLIENT_INDEX
 from fedumm.data.shards import read_records
 from fedumm.evaluation import captions, scores
-from fedumm.models import batches, images, text
+from fedumm.models import batches, families
 from fedumm.models.adapters import load_adapter
-from fedumm.models.vlm import load_base, unwrap
+from fedumm.models.families.base import ModelInputs
 
 DEFAULT_CAPTION_MAX_NEW_TOKENS = 32
 """Generation length of captions unless ``eval.caption_max_new_tokens`` is set."""
@@ -42,10 +42,9 @@ def generation_lengths(eval_config: Mapping) -> dict[str, int]:
 
 @torch.no_grad()
 def predict_answers(
-    vlm,
-    tokenizer,
+    model,
+    model_inputs: ModelInputs,
     records: list[dict],
-    visual: batches.VisualSource,
     batch_size: int,
     max_new_tokens: Mapping[str, int],
     device,
@@ -56,7 +55,7 @@ def predict_answers(
     generation length (``max_new_tokens`` by task), so a split of short-answer tasks only is
     batched exactly as a plain sequence of its records.
     """
-    vlm.eval()
+    model.eval()
     groups: dict[int, list[dict]] = {}
     for record in records:
         groups.setdefault(max_new_tokens[batches.record_task(record)], []).append(record)
@@ -64,21 +63,13 @@ def predict_answers(
     for length, group in groups.items():
         for start in tqdm(range(0, len(group), batch_size), desc=f"predict ({length} tokens)", mininterval=5):
             chunk = group[start : start + batch_size]
-            prompts = text.encode_prompts(tokenizer, [batches.prompt_question(record) for record in chunk])
-            inputs = {**prompts, **visual.batch([record["id"] for record in chunk])}
-            generated = unwrap(vlm).generate(
-                **{key: value.to(device) for key, value in inputs.items()},
-                max_new_tokens=length,
-                eos_token_id=tokenizer.eos_token_id,
-                pad_token_id=tokenizer.pad_token_id,
-            )
-            answers.update(zip((record["id"] for record in chunk), text.decode_answers(tokenizer, generated)))
+            answers.update(zip((record["id"] for record in chunk), model_inputs.generate(model, chunk, length, device)))
     return answers
 
 
-def ground_sizes(records: list[dict], visual: batches.VisualSource) -> dict[str, tuple[int, int]]:
+def ground_sizes(records: list[dict], model_inputs: ModelInputs) -> dict[str, tuple[int, int]]:
     """Image (width, height) of the grounding records, which their scores need."""
-    return visual.image_sizes({record["id"] for record in records if batches.record_task(record) == "ground"})
+    return model_inputs.image_sizes({record["id"] for record in records if batches.record_task(record) == "ground"})
 
 
 def check_requirements(records: list[dict], eval_config: Mapping) -> None:
@@ -90,15 +81,15 @@ def check_requirements(records: list[dict], eval_config: Mapping) -> None:
             captions.require_spice()
 
 
-def evaluate_records(vlm, tokenizer, records: list[dict], visual, eval_config: dict, device) -> dict:
+def evaluate_records(model, model_inputs: ModelInputs, records: list[dict], eval_config: dict, device) -> dict:
     """`fedumm.evaluation.scores.score_records` of the model's answers on ``records`` (primary score of
     these records)."""
     check_requirements(records, eval_config)
     predictions = predict_answers(
-        vlm, tokenizer, records, visual, eval_config["batch_size"], generation_lengths(eval_config), device
+        model, model_inputs, records, eval_config["batch_size"], generation_lengths(eval_config), device
     )
     return scores.score_records(
-        predictions, records, ground_sizes(records, visual), spice=eval_config.get("spice", False)
+        predictions, records, ground_sizes(records, model_inputs), spice=eval_config.get("spice", False)
     )
 
 
@@ -149,30 +140,23 @@ def evaluate_adapters(
     client_ids = read_client_splits(partition_dir, eval_config["split"])
     metric = scores.primary_metric(records)
     spice = eval_config.get("spice", False)
-    base, tokenizer, spec = load_base(base_dir)
-    visual = batches.VisualSource(
-        shards,
-        {record["id"] for record in records},
-        feature_file=feature_file,
-        transform=None if feature_file else images.image_transform(spec),
-    )
-    sizes = ground_sizes(records, visual)
+    base = families.load_base(base_dir)
+    model_inputs = base.family.inputs(base, shards, {record["id"] for record in records}, feature_file=feature_file)
+    sizes = ground_sizes(records, model_inputs)
     lengths = generation_lengths(eval_config)
     predictions = {}
     peft_model = None
     for name, adapter_dir in adapters.items():
         # One base model holds every adapter; PEFT switches LoRA and connector copies by name.
         if peft_model is None:
-            peft_model = load_adapter(base, adapter_dir, is_trainable=False)
+            peft_model = load_adapter(base.model, adapter_dir, is_trainable=False)
             active = peft_model.active_adapter
         else:
             peft_model.load_adapter(str(adapter_dir), adapter_name=name, is_trainable=False)
             active = name
         peft_model.set_adapter(active)
         peft_model.to(device)
-        predictions[name] = predict_answers(
-            peft_model, tokenizer, records, visual, eval_config["batch_size"], lengths, device
-        )
+        predictions[name] = predict_answers(peft_model, model_inputs, records, eval_config["batch_size"], lengths, device)
     per_adapter = {
         name: scores.score_records(answers, records, sizes, spice, metric) for name, answers in predictions.items()
     }

@@ -31,7 +31,8 @@ from fedumm.data.shards import read_records
 from fedumm.evaluation import evaluate
 from fedumm.federated import strategies
 from fedumm.federated.strategies.base import ClientContext
-from fedumm.models import adapters, batches, images, vlm
+from fedumm.models import adapters, batches, families
+from fedumm.models.groups import parameter_group
 from fedumm.models.training import OptimConfig, configure_torch, learning_rates, train
 from fedumm.partition import rounds
 
@@ -105,6 +106,15 @@ def upload_size(state: dict, trained: set[str], extra: dict) -> int:
     return size + (len(save({k: v.contiguous() for k, v in extra.items()})) if extra else 0)
 
 
+def group_upload_sizes(state: dict, trained: set[str]) -> dict[str, int]:
+    """Bytes of the trained tensors of each parameter group (vision, connector, language), each group
+    serialized on its own: what a deployment that sends groups separately would upload."""
+    by_group: dict[str, dict] = {}
+    for key in sorted(trained):
+        by_group.setdefault(parameter_group(key), {})[key] = state[key].contiguous()
+    return {group: len(save(tensors)) for group, tensors in by_group.items()}
+
+
 def read_client_context(inputs: ClientInputs, rates: list[float], seed: int, train_batches) -> ClientContext:
     """What a client half may read: the start adapter, and the files its strategy asked for."""
     previous = inputs.previous_client_dir
@@ -127,38 +137,35 @@ def train_client(inputs: ClientInputs, job: ClientJob, out_dir: Path) -> dict:
     """
     started = time.perf_counter()
     device = configure_torch(job.seed, job.threads)
-    base, tokenizer, spec = vlm.load_base(inputs.base_dir)
+    base = families.load_base(inputs.base_dir)
 
     index = json.loads(inputs.index_file.read_text())
     ids_by_split = {"train": rounds.round_train_ids(index, job.round_index), "val": index["val"]}
-    visual_by_split = {}
+    model_inputs = {}
     records_by_split = {}
     for split, ids in ids_by_split.items():
         records_by_split[split] = client_records(inputs.shards[split], ids)
-        visual_by_split[split] = batches.VisualSource(
-            inputs.shards[split],
-            set(ids),
-            feature_file=inputs.feature_files[split] if inputs.feature_files else None,
-            transform=None if inputs.feature_files else images.image_transform(spec),
-        )
+        feature_file = inputs.feature_files[split] if inputs.feature_files else None
+        model_inputs[split] = base.family.inputs(base, inputs.shards[split], set(ids), feature_file=feature_file)
 
     training = job.training
     train_records = records_by_split["train"]
-    examples = batches.build_examples(train_records, tokenizer)
+    train_inputs = model_inputs["train"]
+    examples = train_inputs.examples(train_records)
     steps = batches.steps_for(len(examples), training.batch_size, training.local_epochs, training.local_steps)
     stream = (
-        batches.collate([examples[i] for i in indices], visual_by_split["train"], tokenizer.pad_token_id)
+        train_inputs.collate([examples[i] for i in indices])
         for indices in batches.shuffled_batches(len(examples), training.batch_size, steps, job.seed)
     )
 
     def train_batches():
         """The training examples once, in order, for client halves that measure the trained model."""
         for i in range(0, len(examples), training.batch_size):
-            yield batches.collate(examples[i : i + training.batch_size], visual_by_split["train"], tokenizer.pad_token_id)
+            yield train_inputs.collate(examples[i : i + training.batch_size])
 
     context = read_client_context(inputs, learning_rates(training.optim, steps), job.seed, train_batches)
     algorithm = strategies.build(job.strategy).client_algorithm(context)
-    peft_model = algorithm.load_model(base, inputs.start_adapter)
+    peft_model = algorithm.load_model(base.model, inputs.start_adapter)
     adapters.trainable_groups(peft_model, set(job.groups))
     peft_model.to(device)
     algorithm.prepare(peft_model)
@@ -168,11 +175,12 @@ def train_client(inputs: ClientInputs, job: ClientJob, out_dir: Path) -> dict:
     client_state = algorithm.finish(peft_model)
 
     val_scores = evaluate.evaluate_records(
-        peft_model, tokenizer, records_by_split["val"], visual_by_split["val"], job.eval_config, device
+        peft_model, model_inputs["val"], records_by_split["val"], job.eval_config, device
     ) if records_by_split["val"] else None
 
     peft_model.cpu()
     adapters.save_adapter(peft_model, out_dir)
+    adapter_state = adapters.adapter_state(peft_model)
     write_weights(out_dir / CLIENT_STATE, client_state_tensors(client_state.local, client_state.upload))
     metrics = {
         "num_samples": len(train_records),
@@ -184,7 +192,8 @@ def train_client(inputs: ClientInputs, job: ClientJob, out_dir: Path) -> dict:
         "val_score": val_scores["score"] if val_scores else None,
         "val_samples": len(records_by_split["val"]),
         "trained_groups": job.groups,
-        "bytes_uploaded": upload_size(adapters.adapter_state(peft_model), trained, client_state.upload),
+        "bytes_uploaded": upload_size(adapter_state, trained, client_state.upload),
+        "bytes_uploaded_by_group": group_upload_sizes(adapter_state, trained),
         "seconds": time.perf_counter() - started,
         **client_state.metrics,
     }

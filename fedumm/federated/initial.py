@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from fedumm.artifacts import write_weights
-from fedumm.models import adapters, vlm
+from fedumm.models import adapters, families
 
 
 def initial_adapter(
@@ -18,7 +18,8 @@ def initial_adapter(
     The connector is part of the adapter (``modules_to_save``) whenever some round trains it.
     """
     torch.manual_seed(seed)
-    base, _, _ = vlm.load_base(base_dir)
-    peft_model = adapters.attach_adapter(base, adapters.adapter_config(lora, connector_trainable=with_connector), seed=seed)
+    base = families.load_base(base_dir)
+    config = base.family.adapter_config(base.model, lora, connector_trainable=with_connector)
+    peft_model = adapters.attach_adapter(base.model, config, seed=seed)
     adapters.save_adapter(peft_model, out_dir)
     write_weights(state_out, {})

@@ -13,8 +13,7 @@ import hashlib
 import numpy as np
 
 from fedumm.config import clients_per_round, num_clients
-
-GROUPS = ("vision", "connector", "language")
+from fedumm.models.groups import GROUPS
 
 
 def derive_seed(*parts: object) -> int:
@@ -72,9 +71,11 @@ def trained_groups(experiment: dict, round_index: int) -> list[str]:
     return [group for group in GROUPS if group in groups]
 
 
-def uses_feature_cache(experiment: dict) -> bool:
-    """A frozen vision encoder lets clients read cached features instead of images."""
-    return not experiment["lora"]["vision_target_modules"]
+def uses_feature_cache(experiment: dict, model_spec: dict) -> bool:
+    """A frozen vision encoder lets clients read cached features instead of images; only the
+    LLaVA recipe's encoder is reachable for that (``fedumm.models.families``)."""
+    family = model_spec.get("family", "llava_recipe")
+    return family == "llava_recipe" and not experiment["lora"]["vision_target_modules"]
 
 
 def local_training(experiment: dict) -> dict:

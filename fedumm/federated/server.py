@@ -31,6 +31,7 @@ from fedumm.federated import strategies
 from fedumm.federated.strategies.base import ClientUpdate
 from fedumm.federated.strategies.lora import rescaled_lora_alpha
 from fedumm.io import atomic_path, atomic_write_json
+from fedumm.models.groups import parameter_group
 from fedumm.reports.lineage import code_version
 
 
@@ -84,6 +85,22 @@ def with_lora_rank(adapter_config: dict, rank: int) -> dict:
     return {**adapter_config, "r": rank, "lora_alpha": alpha}
 
 
+def group_summary(global_weights: Weights, updates: list[ClientUpdate]) -> dict[str, dict]:
+    """Per parameter group (FedUMM §3.4): its tensors in the global adapter and the bytes the clients
+    uploaded for it (``bytes_uploaded_by_group`` of their metrics)."""
+    summary: dict[str, dict] = {}
+    for name in global_weights:
+        try:
+            group = parameter_group(name)
+        except ValueError:  # a tensor outside the known modules (e.g. a test's toy adapter)
+            group = "other"
+        summary.setdefault(group, {"tensors": 0, "bytes_uploaded": 0})["tensors"] += 1
+    for update in updates:
+        for group, size in (update.metrics.get("bytes_uploaded_by_group") or {}).items():
+            summary.setdefault(group, {"tensors": 0, "bytes_uploaded": 0})["bytes_uploaded"] += size
+    return summary
+
+
 def _mean(values: list) -> float | None:
     present = [v for v in values if v is not None]
     return sum(present) / len(present) if present else None
@@ -127,6 +144,7 @@ def aggregate_round(
         "train_loss": _mean([u.metrics.get("train_loss") for u in updates]),
         "val_vqa_accuracy": _mean([u.metrics.get("val_vqa_accuracy") for u in updates]),
         "client_seconds": sum(u.metrics.get("seconds", 0.0) for u in updates),
+        "groups": group_summary(global_weights, updates),
         "code_version": code_version(),
         **result.metrics,
     })

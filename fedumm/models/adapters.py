@@ -22,7 +22,8 @@ from torch import nn
 
 from fedumm.artifacts import ADAPTER_CONFIG, ADAPTER_WEIGHTS, SAFETENSORS_METADATA
 from fedumm.io import atomic_dir, atomic_write_json
-from fedumm.models.vlm import GROUPS, PARTS, VisionLanguageModel, seeded, unwrap
+from fedumm.models.groups import GROUPS, parameter_group
+from fedumm.models.vlm import VisionLanguageModel, seeded
 
 
 def _module_regex(prefix: str, names: list[str]) -> str:
@@ -51,25 +52,15 @@ def adapter_config(lora: dict, connector_trainable: bool) -> peft.LoraConfig:
     )
 
 
-def attach_adapter(model: VisionLanguageModel, config: peft.LoraConfig, seed: int) -> peft.PeftModel:
+def attach_adapter(model: nn.Module, config: peft.LoraConfig, seed: int) -> peft.PeftModel:
     """Wrap `model` in a `PeftModel`; LoRA A matrices are drawn under `seed` (B starts at zero)."""
     with seeded(seed):
         return peft.get_peft_model(model, config)
 
 
-def load_adapter(base_model: VisionLanguageModel, adapter_dir: str | os.PathLike, is_trainable: bool) -> peft.PeftModel:
+def load_adapter(base_model: nn.Module, adapter_dir: str | os.PathLike, is_trainable: bool) -> peft.PeftModel:
     """Load an adapter directory onto `base_model` (the artifact contract: plain `PeftModel.from_pretrained`)."""
     return peft.PeftModel.from_pretrained(base_model, str(adapter_dir), is_trainable=is_trainable)
-
-
-def parameter_group(name: str) -> str:
-    """"vision" / "language" / "connector" for an adapter state key or a PeftModel parameter name."""
-    for prefix in ("base_model.model.", ""):
-        if name.startswith(prefix):
-            part = name[len(prefix):].split(".", 1)[0]
-            if part in GROUPS:
-                return GROUPS[part]
-    raise ValueError(f"parameter {name!r} belongs to none of {PARTS}")
 
 
 def adapter_state(model: peft.PeftModel) -> dict[str, torch.Tensor]:
@@ -114,9 +105,9 @@ def adapter_parameters(model: peft.PeftModel) -> dict[str, nn.Parameter]:
 
 def trainable_groups(model: peft.PeftModel, groups: set[str]) -> None:
     """requires_grad=True exactly for the adapter parameters (LoRA, connector copy) of `groups`."""
-    unknown = set(groups) - set(GROUPS.values())
+    unknown = set(groups) - set(GROUPS)
     if unknown:
-        raise ValueError(f"groups must be among {sorted(GROUPS.values())}, got {sorted(unknown)}")
+        raise ValueError(f"groups must be among {sorted(GROUPS)}, got {sorted(unknown)}")
     for name, param in model.named_parameters():
         param.requires_grad_(_is_adapter_param(name) and parameter_group(name) in groups)
 
@@ -135,8 +126,10 @@ def save_adapter(model: peft.PeftModel, out_dir: str | os.PathLike, state: dict[
     config = model.peft_config[model.active_adapter].to_dict()
     config = {key: sorted(value) if isinstance(value, set) else value for key, value in config.items()}
     config["inference_mode"] = True
-    base = unwrap(model)
-    config["auto_mapping"] = {"base_model_class": type(base).__name__, "parent_library": type(base).__module__}
+    base = model.get_base_model()
+    if isinstance(base, VisionLanguageModel):
+        # A class outside transformers: record it, as peft does for custom models.
+        config["auto_mapping"] = {"base_model_class": type(base).__name__, "parent_library": type(base).__module__}
     with atomic_dir(out_dir) as tmp:
         atomic_write_json(tmp / ADAPTER_CONFIG, config)
         save_file(tensors, str(tmp / ADAPTER_WEIGHTS), metadata=SAFETENSORS_METADATA)

@@ -58,21 +58,28 @@ def _words_of(texts: Sequence[str]) -> set[str]:
     return {word for text in texts for word, _ in splitter.pre_tokenize_str(text.lower())}
 
 
-def build_wordlevel_tokenizer(words: Sequence[str]) -> PreTrainedTokenizerFast:
+def build_wordlevel_tokenizer(
+    words: Sequence[str], extra_special_tokens: dict[str, str] | None = None
+) -> PreTrainedTokenizerFast:
     """A lower-casing word-level tokenizer over `<pad>`=0, `<unk>`, `<bos>`, `<eos>` and `words`.
 
     `words` may be whole sentences: they are split with the tokenizer's own pre-tokenizer
     (whitespace, then every punctuation character). The words of the prompt template are always
     included, and the vocabulary is sorted so that it does not depend on the order of `words`.
+    `extra_special_tokens` (attribute name -> token, e.g. `{"image_token": "<image>"}`) follow the four
+    special tokens, are never split or lower-cased, and become attributes (`tokenizer.image_token`):
+    the image placeholders that a model family's processor expects.
     """
+    extra = dict(extra_special_tokens or {})
     template_words = _words_of([format_prompt(""), format_prompt(None)])
-    vocab_words = sorted((_words_of(words) | template_words) - set(SPECIAL_TOKENS))
-    vocab = {token: index for index, token in enumerate([*SPECIAL_TOKENS, *vocab_words])}
+    vocab_words = sorted((_words_of(words) | template_words) - set(SPECIAL_TOKENS) - set(extra.values()))
+    vocab = {token: index for index, token in enumerate([*SPECIAL_TOKENS, *extra.values(), *vocab_words])}
     backend = Tokenizer(WordLevel(vocab=vocab, unk_token=UNK))
     backend.normalizer = normalizers.Lowercase()
     backend.pre_tokenizer = _pre_tokenizer()
     return PreTrainedTokenizerFast(
-        tokenizer_object=backend, pad_token=PAD, unk_token=UNK, bos_token=BOS, eos_token=EOS
+        tokenizer_object=backend, pad_token=PAD, unk_token=UNK, bos_token=BOS, eos_token=EOS,
+        **({"extra_special_tokens": extra} if extra else {}),
     )
 
 

@@ -49,6 +49,18 @@ def configure_torch(seed: int, threads: int) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def train_mode(model: torch.nn.Module) -> None:
+    """``model.train()``, except for batch-norm layers whose parameters are frozen: they keep their
+    running statistics, which no adapter saves (Emu3's VQ encoder), so that the model a client trains
+    is the model that the next round loads."""
+    model.train()
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and not any(
+            param.requires_grad for param in module.parameters()
+        ):
+            module.eval()
+
+
 def proximal_term(model: torch.nn.Module, anchor: dict[str, torch.Tensor]) -> torch.Tensor:
     """‖w − w_global‖² over the trainable parameters (FedProx, Li et al. 2020, Eq. 2)."""
     terms = [
@@ -99,7 +111,7 @@ def train(
         if optim.prox_mu > 0
         else None
     )
-    model.train()
+    train_mode(model)
     losses = []
     progress = tqdm(zip(range(steps), batches), total=steps, desc=description, mininterval=5)
     for _, batch in progress:

@@ -34,15 +34,12 @@ from transformers import (
     SiglipVisionModel,
 )
 
-from fedumm.artifacts import SAFETENSORS_METADATA
+from fedumm.artifacts import BASE_SPEC, SAFETENSORS_METADATA
 from fedumm.io import atomic_dir, atomic_write_json
 from fedumm.models.text import IGNORE_INDEX
 
 PARTS = ("vision_tower", "connector", "language_model")
 """Submodule names of `VisionLanguageModel`; also the first component of every parameter name."""
-
-GROUPS = {"vision_tower": "vision", "language_model": "language", "connector": "connector"}
-"""Parameter group (per-modality adapter) of each submodule."""
 
 SELECT_FEATURES = ("patch", "cls_patch")
 MLP_GELU = re.compile(r"^mlp(\d+)x_gelu$")  # LLaVA-1.5 `build_vision_projector`
@@ -56,7 +53,7 @@ VISION_CLASSES: dict[str, type[PreTrainedModel]] = {
     "siglip_vision_model": SiglipVisionModel,
 }
 
-SPEC_FILE, TOKENIZER_DIR, WEIGHTS_FILE = "spec.json", "tokenizer", "weights.safetensors"
+TOKENIZER_DIR, WEIGHTS_FILE = "tokenizer", "weights.safetensors"
 
 
 # ----------------------------------------------------------------------------- model
@@ -87,6 +84,10 @@ class VisionLanguageModel(nn.Module):
         self.select_layer = select_layer
         self.select_feature = select_feature
         self.init_seed = init_seed
+
+    def get_output_embeddings(self) -> nn.Module:
+        """The language model's head, as transformers models expose theirs."""
+        return self.language_model.get_output_embeddings()
 
     def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Visual features [B, T, Dv]: hidden states at `select_layer`, without CLS for "patch"."""
@@ -315,7 +316,7 @@ def save_base(
         spec = {**spec, "language": {"config": language_config}}
     parts = _parts(model, trained_parts)
     with atomic_dir(out_dir) as tmp:
-        atomic_write_json(tmp / SPEC_FILE, {"spec": spec, "seed": model.init_seed, "trained_parts": list(parts)})
+        atomic_write_json(tmp / BASE_SPEC, {"spec": spec, "seed": model.init_seed, "trained_parts": list(parts)})
         tokenizer.save_pretrained(tmp / TOKENIZER_DIR)
         # save_model drops aliases of tied weights (safetensors forbids shared storage); load_model restores them.
         save_model(parts, str(tmp / WEIGHTS_FILE), metadata=SAFETENSORS_METADATA)
@@ -324,7 +325,7 @@ def save_base(
 def load_base(base_dir: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[VisionLanguageModel, PreTrainedTokenizerBase, dict]:
     """Rebuild a `save_base` directory: (model, tokenizer, spec), strictly loading the trained parts."""
     base = Path(base_dir)
-    record = json.loads((base / SPEC_FILE).read_text())
+    record = json.loads((base / BASE_SPEC).read_text())
     tokenizer = AutoTokenizer.from_pretrained(base / TOKENIZER_DIR)
     model = build_vlm(record["spec"], None, record["seed"])
     load_model(_parts(model, record["trained_parts"]), base / WEIGHTS_FILE, strict=True)

@@ -18,9 +18,20 @@ on the meta device (shapes only, no weights, nothing downloaded):
   ``multi_modal_projector`` (LLaVA-1.5 ``mlp2x_gelu``).
 - ``qwen2.5-vl-7b``: Qwen/Qwen2.5-VL-7B-Instruct, the understanding backbone of BLIP3o; the
   vision tower's patch merger (``visual.merger``) is counted as its connector.
+- ``smolvlm-instruct``: HuggingFaceTB/SmolVLM-Instruct (Idefics3: SigLIP-so400m, pixel-shuffle
+  connector, SmolLM2-1.7B).
+- ``paligemma-3b-pt-224``: google/paligemma-3b-pt-224 (SigLIP-so400m, linear projector, Gemma-2B).
+- ``janus-pro-7b``: deepseek-community/Janus-Pro-7B, a unified model; its image-generation parts
+  (VQ model, generation embeddings, aligner and head) are counted under ``rest``.
+- ``emu3-chat``: BAAI/Emu3-Chat-hf, encoder-free (no vision encoder or projector; its VQ image
+  tokenizer is under ``rest``).
 - ``clip-vit-b32+llama-3.2-3b``: FedVLMBench's composition of openai/clip-vit-base-patch32's
   vision tower, an ``mlp2x_gelu`` connector and meta-llama/Llama-3.2-3B, assembled like
   ``fedumm.models.vlm.build_vlm`` assembles a model spec.
+
+The hf checkpoints are split by the module paths of their architecture (``fedumm.models.architectures``);
+the configs of SmolVLM, PaliGemma, Janus-Pro and Emu3 are transcribed from the published ones (the
+sizes that set the parameter count), see ``resources/README.md``.
 
 Each backbone is an ``nn.ModuleDict`` with the parts of ``fedumm.models.vlm.PARTS``, so parameter
 names (``language_model.…``, ``vision_tower.…``) are those ``fedumm.models.adapters.adapter_config``
@@ -50,6 +61,7 @@ Conv3d, which is named ``proj`` too: r·(3·2·14·14 + 1280) more parameters, n
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -61,14 +73,15 @@ from transformers import (
     AutoConfig,
     AutoModel,
     AutoModelForCausalLM,
+    AutoModelForImageTextToText,
     CLIPVisionModel,
-    LlavaForConditionalGeneration,
     PretrainedConfig,
-    Qwen2_5_VLForConditionalGeneration,
 )
 
 from fedumm import config as fedumm_config
+from fedumm.artifacts import BASE_SPEC
 from fedumm.federated.planning import trained_groups
+from fedumm.models.architectures import architecture_of
 from fedumm.models.vlm import PARTS, build_connector, validate_spec
 
 REPO = Path(__file__).resolve().parents[2]
@@ -108,19 +121,29 @@ def _parts(vision: nn.Module, connector: nn.Module, language: nn.Module) -> nn.M
     return nn.ModuleDict(dict(zip(PARTS, (vision, connector, language))))
 
 
-def _llava_15_7b() -> nn.ModuleDict:
-    llava = LlavaForConditionalGeneration._from_config(_config("llava-1.5-7b"))
-    language = nn.ModuleDict({"model": llava.model.language_model, "lm_head": llava.lm_head})
-    return _parts(llava.model.vision_tower, llava.model.multi_modal_projector, language)
+def _hf_backbone(name: str) -> nn.ModuleDict:
+    """A bundled hf-family checkpoint split into the parts of its architecture
+    (``fedumm.models.architectures``): vision encoder (without a projector nested in it, such as
+    Qwen2.5-VL's ``visual.merger``), projector, language model with its head, and under ``rest``
+    whatever belongs to none of them (Janus' and Emu3's image-generation VQ models and heads)."""
+    model = AutoModelForImageTextToText.from_config(_config(name))
+    architecture = architecture_of(model)
 
+    def part(path: str | None) -> nn.Module:
+        return model.get_submodule(path) if path else nn.ModuleDict()
 
-def _qwen25_vl_7b() -> nn.ModuleDict:
-    qwen = Qwen2_5_VLForConditionalGeneration._from_config(_config("qwen2.5-vl-7b"))
-    visual = qwen.model.visual
-    # The patch merger projects merged vision features into the LM: Qwen's connector.
-    vision = nn.ModuleDict({"patch_embed": visual.patch_embed, "blocks": visual.blocks})
-    language = nn.ModuleDict({"model": qwen.model.language_model, "lm_head": qwen.lm_head})
-    return _parts(vision, visual.merger, language)
+    vision = part(architecture.vision)
+    if architecture.vision and architecture.projector and architecture.projector.startswith(architecture.vision + "."):
+        nested = architecture.projector[len(architecture.vision) + 1:]
+        vision = nn.ModuleDict({child: module for child, module in vision.named_children() if child != nested})
+    language = nn.ModuleDict({"model": part(architecture.language), "lm_head": model.lm_head})
+    claimed = {architecture.vision, architecture.projector, architecture.language}
+    rest = nn.ModuleDict({
+        child: module for child, module in model.model.named_children() if f"model.{child}" not in claimed
+    })
+    parts = _parts(vision, part(architecture.projector), language)
+    parts["rest"] = rest
+    return parts
 
 
 def _clip_b32_llama32_3b() -> nn.ModuleDict:
@@ -131,9 +154,13 @@ def _clip_b32_llama32_3b() -> nn.ModuleDict:
 
 
 BACKBONES: dict[str, Callable[[], nn.ModuleDict]] = {
-    "llava-1.5-7b": _llava_15_7b,
-    "qwen2.5-vl-7b": _qwen25_vl_7b,
+    "llava-1.5-7b": functools.partial(_hf_backbone, "llava-1.5-7b"),
+    "qwen2.5-vl-7b": functools.partial(_hf_backbone, "qwen2.5-vl-7b"),
     "clip-vit-b32+llama-3.2-3b": _clip_b32_llama32_3b,
+    "smolvlm-instruct": functools.partial(_hf_backbone, "smolvlm-instruct"),
+    "paligemma-3b-pt-224": functools.partial(_hf_backbone, "paligemma-3b-pt-224"),
+    "janus-pro-7b": functools.partial(_hf_backbone, "janus-pro-7b"),
+    "emu3-chat": functools.partial(_hf_backbone, "emu3-chat"),
 }
 
 
@@ -368,8 +395,17 @@ def read_model_size(base_dir: Path | str) -> tuple[int, int] | None:
     """`model_size` of a base model directory (`fedumm.models.vlm.save_base`); None when the config of a
     hub part cannot be read here (no cache and no network on this node), so that the tables are
     still written, with full fine-tuning unknown."""
-    spec = json.loads((Path(base_dir) / "spec.json").read_text(encoding="utf-8"))["spec"]
+    spec = json.loads((Path(base_dir) / BASE_SPEC).read_text(encoding="utf-8"))["spec"]
     try:
-        return model_size(spec)
+        return hf_model_size(spec, Path(base_dir)) if spec.get("family") == "hf" else model_size(spec)
     except OSError:
         return None
+
+
+def hf_model_size(spec: dict, base_dir: Path) -> tuple[int, int]:
+    """`model_size` of an hf-family model: its config (the base directory's for an inline config, the
+    checkpoint's otherwise) built on the meta device."""
+    config = AutoConfig.from_pretrained(base_dir if "config" in spec else spec["id"])
+    with torch.device("meta"):
+        model = AutoModelForImageTextToText.from_config(config)
+    return count_parameters(model), getattr(torch, spec.get("dtype", "float32")).itemsize

@@ -84,7 +84,8 @@ def feature_file(exp, split):
 
 
 def uses_features(exp):
-    return planning.uses_feature_cache(EXPERIMENTS[exp])
+    e = EXPERIMENTS[exp]
+    return planning.uses_feature_cache(e, config["models"][e["model"]])
 
 
 def adapter_files(directory):

@@ -106,9 +106,7 @@ class MoonClient(ClientAlgorithm):
         self.temperature = temperature
 
     def prepare(self, model: torch.nn.Module) -> None:
-        from fedumm.models.vlm import unwrap  # client jobs only (see strategies.base)
-
-        head = unwrap(model).language_model.get_output_embeddings()
+        head = model.get_base_model().get_output_embeddings()
         self.handle = head.register_forward_pre_hook(self._capture)
 
     def _capture(self, module: torch.nn.Module, args: tuple) -> None:
@@ -117,6 +115,7 @@ class MoonClient(ClientAlgorithm):
     @torch.no_grad()
     def before_forward(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> None:
         from fedumm.models import adapters  # client jobs only (see strategies.base)
+        from fedumm.models.training import train_mode
 
         trained = {name: tensor.detach().clone() for name, tensor in adapters.adapter_state(model).items()}
         model.eval()
@@ -126,7 +125,7 @@ class MoonClient(ClientAlgorithm):
             model(**batch)
             self.targets.append(mean_hidden_state(self.hidden, batch["attention_mask"]))
         adapters.set_adapter_state(model, trained)
-        model.train()
+        train_mode(model)
 
     def extra_loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor], outputs) -> torch.Tensor:
         z = mean_hidden_state(self.hidden, batch["attention_mask"])

@@ -1,0 +1,40 @@
+"""Per-modality parameter groups (FedUMM §3.4): the group of an adapter tensor, in every family.
+
+A tensor belongs to the vision encoder, the projector (``connector``) or the language model. Its
+group follows from the module names on its path: the LLaVA recipe's parts and the last name of
+each hf architecture's module paths. This module imports neither torch nor transformers, so the
+server and the DAG can group tensors too.
+"""
+
+from __future__ import annotations
+
+from fedumm.models.architectures import ARCHITECTURES
+
+GROUPS: tuple[str, ...] = ("vision", "connector", "language")
+"""The groups, in the order rounds list them; a projector inside the vision module (Qwen2.5-VL's
+``visual.merger``) belongs to the connector."""
+LLAVA_RECIPE_PARTS: dict[str, str] = {"vision_tower": "vision", "connector": "connector", "language_model": "language"}
+"""The group of each submodule of ``fedumm.models.vlm.VisionLanguageModel``."""
+
+
+def _module_groups() -> dict[str, str]:
+    table = dict(LLAVA_RECIPE_PARTS)
+    for architecture in ARCHITECTURES.values():
+        for path, group in ((architecture.vision, "vision"), (architecture.projector, "connector"),
+                            (architecture.language, "language")):
+            if path is not None:
+                table[path.rsplit(".", 1)[-1]] = group
+    return table
+
+
+MODULE_GROUPS: dict[str, str] = _module_groups()
+
+
+def parameter_group(name: str) -> str:
+    """"vision" / "connector" / "language" for an adapter state key or a PeftModel parameter name:
+    the group of the module names on its path, the connector first."""
+    found = {MODULE_GROUPS[part] for part in name.split(".") if part in MODULE_GROUPS}
+    for group in ("connector", "vision", "language"):
+        if group in found:
+            return group
+    raise ValueError(f"parameter {name!r} belongs to no parameter group (modules: {', '.join(sorted(MODULE_GROUPS))})")
