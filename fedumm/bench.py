@@ -11,6 +11,10 @@ trade the ``features`` rule makes once per split.
 Σ_k p_k B_k A_k through QR of the stacked factors) against the dense computation it avoids
 (form the out×in matrix, then ``torch.linalg.svd``), for LoRA r=16 on the projections of a
 7B LLaMA (shapes from ``resources/models/llama-2-7b/config.json``) and K clients.
+
+``dag``: ``snakemake -n`` of fedumm's workflow against a bare workflow of the same DAG shape,
+for FedUMM's Table 1 grid and a long run, and each rule script's import time
+(``fedumm.dag_bench``).
 """
 
 from __future__ import annotations
@@ -20,13 +24,12 @@ import json
 import time
 from pathlib import Path
 
-import torch
 import yaml
 
-from fedumm.federated.strategies.lora import exact_product_mean
-from fedumm.models import adapters, text
-from fedumm.models.training import OptimConfig, configure_torch, train
-from fedumm.models.vlm import build_vlm
+from fedumm import dag_bench
+
+# torch and the model layer are imported by the benchmarks that use them, so that `dag`
+# (which measures other processes) does not load them.
 
 REPO = Path(__file__).resolve().parents[1]
 _LORA = {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"], "vision_target_modules": []}
@@ -40,6 +43,11 @@ def tiny_spec() -> dict:
 
 
 def _steps_per_second(vlm, batch: dict, steps: int) -> float:
+    import torch
+
+    from fedumm.models import adapters
+    from fedumm.models.training import OptimConfig, train
+
     peft_model = adapters.attach_adapter(vlm, adapters.adapter_config(_LORA, connector_trainable=True), seed=0)
     adapters.trainable_groups(peft_model, {"language", "connector"})
     start = time.perf_counter()
@@ -50,6 +58,12 @@ def _steps_per_second(vlm, batch: dict, steps: int) -> float:
 
 
 def feature_cache(batch_size: int, steps: int, threads: int) -> dict:
+    import torch
+
+    from fedumm.models import text
+    from fedumm.models.training import configure_torch
+    from fedumm.models.vlm import build_vlm
+
     configure_torch(0, threads)
     tokenizer = text.build_wordlevel_tokenizer(["what color is the circle ?", "red"])
     vlm = build_vlm(tiny_spec(), vocab_size=len(tokenizer), seed=0)
@@ -84,8 +98,10 @@ def llama_projections(config: dict) -> dict[str, tuple[int, int]]:
     }
 
 
-def _client_factors(shape: tuple[int, int], rank: int, clients: int, generator: torch.Generator):
+def _client_factors(shape: tuple[int, int], rank: int, clients: int, generator):
     """K float32 LoRA pairs (B: out×r, A: r×in) at peft-like scales, and example weights p_k."""
+    import torch
+
     out, inp = shape
     Bs = [0.01 * torch.randn(out, rank, generator=generator) for _ in range(clients)]
     As = [torch.randn(rank, inp, generator=generator) / inp ** 0.5 for _ in range(clients)]
@@ -99,17 +115,25 @@ def _timed(fn, *args):
     return result, time.perf_counter() - start
 
 
-def _dense_form(Bs, As, weights) -> torch.Tensor:
+def _dense_form(Bs, As, weights):
+    import torch
+
     return torch.cat([p * B.double() for B, p in zip(Bs, weights)], dim=1) @ torch.cat([A.double() for A in As])
 
 
-def _dense_factors(dense: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _dense_factors(dense, rank: int):
+    import torch
+
     U, S, Vh = torch.linalg.svd(dense, full_matrices=False)
     root = S[:rank].sqrt()
     return U[:, :rank] * root, root[:, None] * Vh[:rank]
 
 
 def lora_aggregation(args: argparse.Namespace) -> None:
+    import torch
+
+    from fedumm.federated.strategies.lora import exact_product_mean
+
     config = json.loads(args.config.read_text())
     shown = args.config.resolve().relative_to(REPO) if args.config.resolve().is_relative_to(REPO) else args.config
     shapes = llama_projections(config)
@@ -198,6 +222,8 @@ def main(argv: list[str] | None = None) -> None:
     lora.add_argument("--threads", type=int, default=1)
     lora.add_argument("--seed", type=int, default=0)
     lora.set_defaults(run=lora_aggregation)
+
+    dag_bench.add_parser(benchmarks)
 
     args = parser.parse_args(argv)
     if args.benchmark is not None:
