@@ -12,14 +12,16 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-
-import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save
+from typing import TYPE_CHECKING
 
 from fedumm.io import atomic_write_bytes, atomic_write_json
 
-Weights = dict[str, torch.Tensor]
+if TYPE_CHECKING:
+    import torch
+
+# torch and safetensors are imported by the functions that read and write tensors: the workflow
+# imports this module for its file names while it builds the DAG, which must not load torch.
+Weights = dict[str, "torch.Tensor"]
 
 # peft's own names (peft.utils.CONFIG_NAME / SAFETENSORS_WEIGHTS_NAME), so that every adapter
 # directory loads with plain `PeftModel.from_pretrained`; a test checks they still agree.
@@ -55,6 +57,9 @@ CLIENT_INDEX = re.compile(r"^client_(\d+)\.json$")
 
 def read_weights(path: Path) -> Weights:
     """Load a safetensors file; any other format (e.g. a pickle) is an error, never executed."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as error:
@@ -63,6 +68,8 @@ def read_weights(path: Path) -> Weights:
 
 def write_weights(path: Path, weights: Weights) -> None:
     """Serialize deterministically (safetensors orders tensors itself) and write atomically."""
+    from safetensors.torch import save
+
     atomic_write_bytes(path, save({k: v.contiguous() for k, v in weights.items()}, metadata=SAFETENSORS_METADATA))
 
 

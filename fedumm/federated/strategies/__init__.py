@@ -2,8 +2,8 @@
 
 ``STRATEGIES`` lists every strategy class; adding a strategy is a new module in this package
 (its server half, and its client half if it has one) plus its line here. The rules never change.
-Importing this package loads torch but neither peft nor transformers: the DAG and the
-aggregation jobs import it.
+Importing this package loads neither torch (each module names it through ``fedumm.lazy``, so
+it loads on first use) nor peft nor transformers: the DAG build and the aggregation jobs import it.
 """
 
 from __future__ import annotations

@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-import torch
-
 from fedumm.artifacts import Weights
+from fedumm.lazy import LazyModule
+
+torch = LazyModule("torch")  # loaded by the jobs that use it, not by the DAG build (fedumm.lazy)
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,6 @@ import hashlib
 from dataclasses import dataclass
 from typing import ClassVar
 
-import torch
-
 from fedumm.federated.strategies.base import (
     AggregationResult,
     ClientUpdate,
@@ -18,6 +16,9 @@ from fedumm.federated.strategies.base import (
 )
 from fedumm.federated.strategies.params import check_real
 from fedumm.federated.strategies.robust import clip_delta, global_norm
+from fedumm.lazy import LazyModule
+
+torch = LazyModule("torch")  # loaded by the jobs that use it, not by the DAG build (fedumm.lazy)
 
 RDP_ORDERS: tuple[float, ...] = (
     tuple(1 + x / 10 for x in range(1, 100)) + tuple(range(12, 64)) + (80, 128, 256, 512, 1024)

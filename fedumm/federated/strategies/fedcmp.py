@@ -68,8 +68,6 @@ import math
 from dataclasses import dataclass
 from typing import ClassVar
 
-import torch
-
 from fedumm.federated.strategies.base import (
     AggregationResult,
     ClientAlgorithm,
@@ -82,6 +80,9 @@ from fedumm.federated.strategies.base import (
     weighted_average,
 )
 from fedumm.federated.strategies.params import check_bool, check_real
+from fedumm.lazy import LazyModule
+
+torch = LazyModule("torch")  # loaded by the jobs that use it, not by the DAG build (fedumm.lazy)
 
 BASIS = "opm.basis."
 SIGMA = "opm.sigma."

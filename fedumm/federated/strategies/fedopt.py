@@ -40,8 +40,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
-import torch
-
 from fedumm.federated.strategies.base import (
     AggregationResult,
     ClientUpdate,
@@ -52,6 +50,9 @@ from fedumm.federated.strategies.base import (
 )
 from fedumm.federated.strategies.params import check_real
 from fedumm.federated.strategies.robust import check_robust, combine_deltas
+from fedumm.lazy import LazyModule
+
+torch = LazyModule("torch")  # loaded by the jobs that use it, not by the DAG build (fedumm.lazy)
 
 STEP = "t"
 
@@ -114,7 +115,7 @@ def round_metrics(updates: list[ClientUpdate], weights: list[float], step: int, 
     }
 
 
-SecondMoment = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+SecondMoment = Callable[["torch.Tensor", "torch.Tensor"], "torch.Tensor"]
 """``(v_{t-1}, Δ_t) -> v_t``, elementwise."""
 
 

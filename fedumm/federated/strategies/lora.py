@@ -16,8 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-import torch
-
 from fedumm.federated.strategies.base import (
     AggregationResult,
     ClientAlgorithm,
@@ -29,6 +27,9 @@ from fedumm.federated.strategies.base import (
     example_weights,
 )
 from fedumm.federated.strategies.robust import combine_deltas
+from fedumm.lazy import LazyModule
+
+torch = LazyModule("torch")  # loaded by the jobs that use it, not by the DAG build (fedumm.lazy)
 
 LORA_A = "lora_A.weight"
 LORA_B = "lora_B.weight"

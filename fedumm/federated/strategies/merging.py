@@ -31,8 +31,6 @@ import warnings
 from dataclasses import dataclass
 from typing import ClassVar
 
-import torch
-
 from fedumm.federated.strategies.base import (
     AggregationResult,
     ClientUpdate,
@@ -41,6 +39,9 @@ from fedumm.federated.strategies.base import (
     example_weights,
 )
 from fedumm.federated.strategies.params import is_real
+from fedumm.lazy import LazyModule
+
+torch = LazyModule("torch")  # loaded by the jobs that use it, not by the DAG build (fedumm.lazy)
 
 
 @dataclass(frozen=True)

@@ -5,9 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-import torch
-import torch.nn.functional as F
-
 from fedumm.federated.strategies.base import (
     AggregationResult,
     ClientAlgorithm,
@@ -19,6 +16,10 @@ from fedumm.federated.strategies.base import (
 )
 from fedumm.federated.strategies.fedavg import FedAvg
 from fedumm.federated.strategies.params import check_real
+from fedumm.lazy import LazyModule
+
+torch = LazyModule("torch")  # loaded by the jobs that use it, not by the DAG build (fedumm.lazy)
+F = LazyModule("torch.nn.functional")
 
 
 @dataclass(frozen=True)
@@ -112,20 +113,20 @@ class MoonClient(ClientAlgorithm):
     def _capture(self, module: torch.nn.Module, args: tuple) -> None:
         self.hidden = args[0]
 
-    @torch.no_grad()
     def before_forward(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> None:
         from fedumm.models import adapters  # client jobs only (see strategies.base)
         from fedumm.models.training import train_mode
 
-        trained = {name: tensor.detach().clone() for name, tensor in adapters.adapter_state(model).items()}
-        model.eval()
-        self.targets = []
-        for reference in self.references:
-            adapters.set_adapter_state(model, reference)
-            model(**batch)
-            self.targets.append(mean_hidden_state(self.hidden, batch["attention_mask"]))
-        adapters.set_adapter_state(model, trained)
-        train_mode(model)
+        with torch.no_grad():
+            trained = {name: tensor.detach().clone() for name, tensor in adapters.adapter_state(model).items()}
+            model.eval()
+            self.targets = []
+            for reference in self.references:
+                adapters.set_adapter_state(model, reference)
+                model(**batch)
+                self.targets.append(mean_hidden_state(self.hidden, batch["attention_mask"]))
+            adapters.set_adapter_state(model, trained)
+            train_mode(model)
 
     def extra_loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor], outputs) -> torch.Tensor:
         z = mean_hidden_state(self.hidden, batch["attention_mask"])

@@ -21,11 +21,12 @@ import inspect
 import math
 from collections.abc import Callable
 
-import torch
-
 from fedumm.artifacts import Weights
 from fedumm.federated.strategies.base import weighted_average
 from fedumm.federated.strategies.params import check_real, is_int
+from fedumm.lazy import LazyModule
+
+torch = LazyModule("torch")  # loaded by the jobs that use it, not by the DAG build (fedumm.lazy)
 
 
 def global_norm(delta: Weights) -> float:

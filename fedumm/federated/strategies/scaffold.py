@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-import torch
-
 from fedumm.federated.strategies.base import (
     AggregationResult,
     ClientAlgorithm,
@@ -20,6 +18,9 @@ from fedumm.federated.strategies.base import (
 )
 from fedumm.federated.strategies.params import check_real, is_int
 from fedumm.federated.strategies.robust import combine_deltas
+from fedumm.lazy import LazyModule
+
+torch = LazyModule("torch")  # loaded by the jobs that use it, not by the DAG build (fedumm.lazy)
 
 
 def check_control_deltas(update: ClientUpdate, global_weights: Weights) -> None:
