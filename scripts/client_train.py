@@ -25,13 +25,14 @@ with log_to(snakemake.log[0]) as log:
             Path(inputs.previous_client_state).parent if "previous_client_state" in inputs.keys() else None
         ),
     )
+    params = snakemake.params.job
     job = ClientJob(
         round_index=int(snakemake.wildcards.r),
-        seed=snakemake.params.seed,
-        groups=snakemake.params.groups,
-        training=LocalTraining.from_config(snakemake.params.train),
-        eval_config=snakemake.params.eval,
-        strategy=snakemake.params.strategy,
+        seed=params["seed"],
+        groups=params["groups"],
+        training=LocalTraining.from_config(params["train"]),
+        eval_config=params["eval"],
+        strategy=params["strategy"],
         threads=snakemake.threads,
     )
     metrics = train_client(client_inputs, job, Path(snakemake.output.metrics).parent)

@@ -1,7 +1,9 @@
 # Config validation and input functions shared by every rule file.
 
+import inspect
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 from fedumm import artifacts
 from fedumm import config as fedumm_config
@@ -131,7 +133,37 @@ def partition_inputs(wildcards):
     return inputs
 
 
-# ---------------------------------------------------------------- input functions
+# ---------------------------------------------------------------- per-job functions
+#
+# Snakemake calls a rule's input and params functions once per job (tens of thousands in a
+# sweep, on every `snakemake` invocation), so they only look up what PLANS computed once per
+# experiment, and each is a named `dag_function`.
+
+
+def dag_function(function):
+    """Mark an input or params function: Snakemake reads its signature on every call (to see which
+    arguments it takes), and a stored ``__signature__`` is what inspect.signature returns first."""
+    function.__signature__ = inspect.signature(function)
+    return function
+
+
+def experiment_plan(exp):
+    """What the per-job functions need of an experiment, computed once."""
+    e = EXPERIMENTS[exp]
+    client_files = {
+        "base": base_model_dir(e["model"]),
+        "partition": f"results/{exp}/partition/clients",
+        "data": dataset_dir(e["dataset"]),
+    }
+    if uses_features(exp):
+        client_files.update(train_features=feature_file(exp, "train"), val_features=feature_file(exp, "val"))
+    return SimpleNamespace(
+        experiment=e,
+        local=e["kind"] == "local",
+        client_files=client_files,
+        needs=client_needs(exp),
+        train=planning.local_training(e),
+    )
 
 
 def pretrain_shards(wildcards):
@@ -142,7 +174,7 @@ def pretrain_shards(wildcards):
 def start_adapter_dir(exp, r, k):
     """Where client k starts round r: the previous global adapter, or its own (local kind)."""
     r = int(r)
-    if EXPERIMENTS[exp]["kind"] == "local" and r > 1:
+    if PLANS[exp].local and r > 1:
         return client_dir(exp, r - 1, k)
     return global_dir(exp, r - 1)
 
@@ -153,29 +185,45 @@ def client_needs(exp):
     return {"server_state": cls.client_needs_server_state, "previous_round": cls.client_needs_previous_round}
 
 
+PLANS = {exp: experiment_plan(exp) for exp in EXPERIMENTS}
+
+
+@dag_function
 def client_train_inputs(wildcards):
-    e = EXPERIMENTS[wildcards.exp]
-    r, k = int(wildcards.r), int(wildcards.k)
+    exp, r, k = wildcards.exp, int(wildcards.r), int(wildcards.k)
+    plan = PLANS[exp]
+    files = plan.client_files
     inputs = {
-        "base": base_model_dir(e["model"]),
-        "partition": f"results/{wildcards.exp}/partition/clients",
-        "data": dataset_dir(e["dataset"]),
-        **{
-            f"start_{key}": path
-            for key, path in adapter_files(start_adapter_dir(wildcards.exp, wildcards.r, wildcards.k)).items()
-        },
+        "base": files["base"],
+        "partition": files["partition"],
+        "data": files["data"],
+        **{f"start_{key}": path for key, path in adapter_files(start_adapter_dir(exp, r, k)).items()},
     }
-    if uses_features(wildcards.exp):
-        inputs["train_features"] = feature_file(wildcards.exp, "train")
-        inputs["val_features"] = feature_file(wildcards.exp, "val")
-    needs = client_needs(wildcards.exp)
-    if needs["server_state"]:
-        inputs["server_state"] = f"{round_dir(wildcards.exp, r - 1)}/{artifacts.SERVER_STATE}"
-    previous = planning.last_participation(e, k, r) if needs["previous_round"] else None
+    if "train_features" in files:
+        inputs["train_features"] = files["train_features"]
+        inputs["val_features"] = files["val_features"]
+    if plan.needs["server_state"]:
+        inputs["server_state"] = f"{round_dir(exp, r - 1)}/{artifacts.SERVER_STATE}"
+    previous = planning.last_participation(plan.experiment, k, r) if plan.needs["previous_round"] else None
     if previous is not None:
-        inputs["previous_client_state"] = f"{client_dir(wildcards.exp, previous, k)}/{artifacts.CLIENT_STATE}"
-        inputs["previous_client_weights"] = f"{client_dir(wildcards.exp, previous, k)}/{artifacts.ADAPTER_WEIGHTS}"
+        inputs["previous_client_state"] = f"{client_dir(exp, previous, k)}/{artifacts.CLIENT_STATE}"
+        inputs["previous_client_weights"] = f"{client_dir(exp, previous, k)}/{artifacts.ADAPTER_WEIGHTS}"
     return inputs
+
+
+@dag_function
+def client_train_params(wildcards):
+    """Everything a client job depends on besides its input files, as one params entry."""
+    plan = PLANS[wildcards.exp]
+    r, k = int(wildcards.r), int(wildcards.k)
+    e = plan.experiment
+    return {
+        "train": plan.train,
+        "groups": planning.trained_groups(e, r),
+        "eval": e["eval"],
+        "strategy": e["strategy"],
+        "seed": planning.derive_seed(e["seed"], "client", r, k),
+    }
 
 
 def client_outputs(exp, r):
@@ -185,10 +233,16 @@ def client_outputs(exp, r):
     ]
 
 
+@dag_function
+def aggregate_params(wildcards):
+    return PLANS[wildcards.exp].experiment["strategy"]
+
+
+@dag_function
 def aggregate_inputs(wildcards):
     exp, r = wildcards.exp, int(wildcards.r)
     previous = round_dir(exp, r - 1)
-    clients = [client_dir(exp, r, k) for k in planning.sampled_clients(EXPERIMENTS[exp], r)]
+    clients = [client_dir(exp, r, k) for k in planning.sampled_clients(PLANS[exp].experiment, r)]
     return {
         "previous": f"{global_dir(exp, r - 1)}/{artifacts.ADAPTER_WEIGHTS}",
         "previous_config": f"{global_dir(exp, r - 1)}/{artifacts.ADAPTER_CONFIG}",
@@ -207,6 +261,7 @@ def evaluated_adapter_dirs(exp, r):
     return {"global": global_dir(exp, r)}
 
 
+@dag_function
 def evaluate_inputs(wildcards):
     e = EXPERIMENTS[wildcards.exp]
     split = e["eval"]["split"]
@@ -220,7 +275,7 @@ def evaluate_inputs(wildcards):
             for directory in evaluated_adapter_dirs(wildcards.exp, wildcards.r).values()
         ],
     }
-    if uses_features(wildcards.exp):
+    if "train_features" in PLANS[wildcards.exp].client_files:
         inputs["features"] = feature_file(wildcards.exp, split)
     return inputs
 

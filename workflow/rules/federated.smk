@@ -42,13 +42,8 @@ rule client_train:
     benchmark:
         "benchmarks/client_train/{exp}/round_{r}_client_{k}.tsv"
     params:
-        train=lambda wildcards: planning.local_training(EXPERIMENTS[wildcards.exp]),
-        groups=lambda wildcards: planning.trained_groups(EXPERIMENTS[wildcards.exp], int(wildcards.r)),
-        eval=lambda wildcards: EXPERIMENTS[wildcards.exp]["eval"],
-        strategy=lambda wildcards: EXPERIMENTS[wildcards.exp]["strategy"],
-        seed=lambda wildcards: planning.derive_seed(
-            EXPERIMENTS[wildcards.exp]["seed"], "client", int(wildcards.r), int(wildcards.k)
-        ),
+        # train, groups, eval, strategy, seed (one function: it runs for every client job)
+        job=client_train_params,
     threads: rule_threads("client_train")
     resources:
         **rule_resources("client_train"),
@@ -71,7 +66,7 @@ rule aggregate:
     benchmark:
         "benchmarks/aggregate/{exp}/round_{r}.tsv"
     params:
-        strategy=lambda wildcards: EXPERIMENTS[wildcards.exp]["strategy"],
+        strategy=aggregate_params,
     threads: 1
     resources:
         **rule_resources("aggregate"),
