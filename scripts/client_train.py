@@ -8,16 +8,19 @@ from fedumm.federated.client import ClientInputs, ClientJob, LocalTraining, trai
 from fedumm.runlog import log_to
 
 with log_to(snakemake.log[0]) as log:
-    inputs = snakemake.input
+    inputs, params = snakemake.input, snakemake.params.job
+    # Base model, partition, dataset and features: declared as inputs by round 1's clients only
+    # (later rounds depend on them through the start adapter; workflow/rules/common.smk).
+    files = params["files"]
     k = int(snakemake.wildcards.k)
     client_inputs = ClientInputs(
-        base_dir=Path(inputs.base),
+        base_dir=Path(files["base"]),
         start_adapter=Path(inputs.start_weights).parent,
-        index_file=Path(inputs.partition) / client_index_name(k),
-        shards={split: split_shards(Path(inputs.data), split) for split in ("train", "val")},
+        index_file=Path(files["partition"]) / client_index_name(k),
+        shards={split: split_shards(Path(files["data"]), split) for split in ("train", "val")},
         feature_files=(
-            {split: Path(inputs[f"{split}_features"]) for split in ("train", "val")}
-            if "train_features" in inputs.keys()
+            {split: Path(files[f"{split}_features"]) for split in ("train", "val")}
+            if "train_features" in files
             else None
         ),
         server_state=Path(inputs.server_state) if "server_state" in inputs.keys() else None,
@@ -25,7 +28,6 @@ with log_to(snakemake.log[0]) as log:
             Path(inputs.previous_client_state).parent if "previous_client_state" in inputs.keys() else None
         ),
     )
-    params = snakemake.params.job
     job = ClientJob(
         round_index=int(snakemake.wildcards.r),
         seed=params["seed"],

@@ -90,13 +90,6 @@ def uses_features(exp):
     return planning.uses_feature_cache(e, config["models"][e["model"]])
 
 
-def adapter_files(directory):
-    return {
-        "weights": f"{directory}/{artifacts.ADAPTER_WEIGHTS}",
-        "config": f"{directory}/{artifacts.ADAPTER_CONFIG}",
-    }
-
-
 # ---------------------------------------------------------------- partitions and embeddings (issue 4)
 
 import re
@@ -190,18 +183,21 @@ PLANS = {exp: experiment_plan(exp) for exp in EXPERIMENTS}
 
 @dag_function
 def client_train_inputs(wildcards):
+    """The files a client job reads, declared once per producing job.
+
+    The start adapter is declared by its weights (its adapter_config.json comes from the same
+    job). The base model, partition, dataset and feature files are declared by the clients of
+    round 1 only: every later client depends on a round-1 client through its start adapter
+    (the global adapter of round r-1 is aggregated from round r-1's clients; a local client
+    starts from its own adapter of round r-1), so Snakemake orders, reruns and resumes them
+    exactly as if each declared these files, while the DAG holds one edge per experiment for
+    them instead of five per job. A client reads their paths from params (``files``).
+    """
     exp, r, k = wildcards.exp, int(wildcards.r), int(wildcards.k)
     plan = PLANS[exp]
-    files = plan.client_files
-    inputs = {
-        "base": files["base"],
-        "partition": files["partition"],
-        "data": files["data"],
-        **{f"start_{key}": path for key, path in adapter_files(start_adapter_dir(exp, r, k)).items()},
-    }
-    if "train_features" in files:
-        inputs["train_features"] = files["train_features"]
-        inputs["val_features"] = files["val_features"]
+    inputs = {"start_weights": f"{start_adapter_dir(exp, r, k)}/{artifacts.ADAPTER_WEIGHTS}"}
+    if r == 1:
+        inputs.update(plan.client_files)
     if plan.needs["server_state"]:
         inputs["server_state"] = f"{round_dir(exp, r - 1)}/{artifacts.SERVER_STATE}"
     previous = planning.last_participation(plan.experiment, k, r) if plan.needs["previous_round"] else None
@@ -213,7 +209,8 @@ def client_train_inputs(wildcards):
 
 @dag_function
 def client_train_params(wildcards):
-    """Everything a client job depends on besides its input files, as one params entry."""
+    """Everything a client job depends on besides its input files, as one params entry; ``files``:
+    the paths of the base model, partition, dataset (and features) that round 1 declares as inputs."""
     plan = PLANS[wildcards.exp]
     r, k = int(wildcards.r), int(wildcards.k)
     e = plan.experiment
@@ -223,6 +220,7 @@ def client_train_params(wildcards):
         "eval": e["eval"],
         "strategy": e["strategy"],
         "seed": planning.derive_seed(e["seed"], "client", r, k),
+        "files": plan.client_files,
     }
 
 
@@ -240,16 +238,16 @@ def aggregate_params(wildcards):
 
 @dag_function
 def aggregate_inputs(wildcards):
+    """The previous global adapter (by its weights) and server state, and each sampled client's
+    metrics.json: the server also reads the client's adapter and client state, which the same
+    client job writes, so declaring one file per client job orders and reruns it all the same."""
     exp, r = wildcards.exp, int(wildcards.r)
     previous = round_dir(exp, r - 1)
     clients = [client_dir(exp, r, k) for k in planning.sampled_clients(PLANS[exp].experiment, r)]
     return {
         "previous": f"{global_dir(exp, r - 1)}/{artifacts.ADAPTER_WEIGHTS}",
-        "previous_config": f"{global_dir(exp, r - 1)}/{artifacts.ADAPTER_CONFIG}",
         "previous_state": f"{previous}/{artifacts.SERVER_STATE}",
         "metrics": [f"{directory}/{artifacts.METRICS}" for directory in clients],
-        "weights": [f"{directory}/{artifacts.ADAPTER_WEIGHTS}" for directory in clients],
-        "client_states": [f"{directory}/{artifacts.CLIENT_STATE}" for directory in clients],
     }
 
 
