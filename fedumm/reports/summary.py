@@ -16,12 +16,12 @@ import json
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from statistics import fmean
-from typing import Any
-
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from typing import TYPE_CHECKING, Any
 
 from fedumm.io import atomic_path, atomic_write_text
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 METRICS_COLUMNS: tuple[str, ...] = (
     "experiment", "round", "score_metric", "score", "personalized_score", "vqa_accuracy",
@@ -344,6 +344,10 @@ def score_vs_round_figure(
     metrics differ, each legend entry names its own. Experiments are drawn in sorted order, so
     the figure does not depend on the order of `curves`.
     """
+    # matplotlib is imported here: experiment_tables, which writes no figure, need not load it.
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
     distinct = {metrics[name] for name in curves}
     scale, mixed = _axis_scale(distinct), len(distinct) > 1
     # A bare Figure renders with Agg for PNG and leaves pyplot's global state alone.
@@ -406,6 +410,8 @@ def score_vs_bytes_figure(
     dotted horizontal line at its final score. `metrics` maps every experiment of both to its
     score_metric, which labels the axis and legend as in `score_vs_round_figure`.
     """
+    from matplotlib.figure import Figure
+
     distinct = {metrics[name] for name in [*curves, *references]}
     scale, mixed = _axis_scale(distinct), len(distinct) > 1
     fig = Figure(figsize=(6.4, 4.2), dpi=100)
