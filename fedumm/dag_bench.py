@@ -101,6 +101,127 @@ rule evaluate:
 '''
 
 
+# The same shape with the per-job directives that fedumm's rules keep (--directives): four
+# outputs per client and aggregate job (three for init), a log and a benchmark file, one params
+# function, threads, two resources, a conda environment and a script. What Snakemake spends on
+# these is the floor of fedumm's per-job cost, whatever its rules compute.
+DIRECTIVES_SNAKEFILE = r'''
+# The bare workflow plus fedumm's per-job directives (written by fedumm.dag_bench).
+configfile: "config.yaml"
+
+
+EXPERIMENTS = config["experiments"]
+
+
+wildcard_constraints:
+    exp="|".join(sorted(EXPERIMENTS)),
+    r=r"\d+",
+    k=r"\d+",
+
+
+def job_params(wildcards):
+    return dict(wildcards.items())
+
+
+rule all:
+    input:
+        [f"results/{exp}/round_{r:03d}/eval.json" for exp, e in EXPERIMENTS.items() for r in e["eval_rounds"]],
+
+
+rule init:
+    output:
+        weights=touch("results/{exp}/round_000/global/weights"),
+        config=touch("results/{exp}/round_000/global/config"),
+        state=touch("results/{exp}/round_000/state"),
+    log:
+        "logs/init/{exp}.log",
+    benchmark:
+        "benchmarks/init/{exp}.tsv"
+    params:
+        job=job_params,
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        "env.yaml"
+    script:
+        "job.py"
+
+
+rule client:
+    input:
+        lambda wildcards: f"results/{wildcards.exp}/round_{int(wildcards.r) - 1:03d}/global/weights",
+    output:
+        weights=touch("results/{exp}/round_{r}/clients/{k}/weights"),
+        config=touch("results/{exp}/round_{r}/clients/{k}/config"),
+        metrics=touch("results/{exp}/round_{r}/clients/{k}/metrics"),
+        state=touch("results/{exp}/round_{r}/clients/{k}/state"),
+    log:
+        "logs/client/{exp}/round_{r}_client_{k}.log",
+    benchmark:
+        "benchmarks/client/{exp}/round_{r}_client_{k}.tsv"
+    params:
+        job=job_params,
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=120,
+    conda:
+        "env.yaml"
+    script:
+        "job.py"
+
+
+rule aggregate:
+    input:
+        lambda wildcards: [
+            f"results/{wildcards.exp}/round_{wildcards.r}/clients/{k}/metrics"
+            for k in range(EXPERIMENTS[wildcards.exp]["clients"])
+        ],
+    output:
+        weights=touch("results/{exp}/round_{r,(?!000)\d+}/global/weights"),
+        config=touch("results/{exp}/round_{r}/global/config"),
+        state=touch("results/{exp}/round_{r}/state"),
+        summary=touch("results/{exp}/round_{r}/summary"),
+    log:
+        "logs/aggregate/{exp}/round_{r}.log",
+    benchmark:
+        "benchmarks/aggregate/{exp}/round_{r}.tsv"
+    params:
+        job=job_params,
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        "env.yaml"
+    script:
+        "job.py"
+
+
+rule evaluate:
+    input:
+        "results/{exp}/round_{r}/global/weights",
+    output:
+        touch("results/{exp}/round_{r}/eval.json"),
+    log:
+        "logs/evaluate/{exp}/round_{r}.log",
+    benchmark:
+        "benchmarks/evaluate/{exp}/round_{r}.tsv"
+    params:
+        job=job_params,
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    conda:
+        "env.yaml"
+    script:
+        "job.py"
+'''
+
+
 # ---------------------------------------------------------------- grids
 
 
@@ -180,16 +301,23 @@ def dry_run(snakefile: Path, workdir: Path, env: dict) -> Run:
     return Run(seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024, job_total(output))
 
 
-def prepare(grid: dict, root: Path) -> dict[str, tuple[Path, Path]]:
-    """Write fedumm's config and the bare workflow of a grid; {name: (snakefile, workdir)}."""
+def prepare(grid: dict, root: Path, directives: bool) -> dict[str, tuple[Path, Path]]:
+    """Write fedumm's config and the bare workflow(s) of a grid; {name: (snakefile, workdir)}."""
     fedumm_dir = root / "fedumm"
     (fedumm_dir / "config").mkdir(parents=True)
     (fedumm_dir / "config" / "config.yaml").write_text(yaml.safe_dump(grid["config"], sort_keys=False))
-    bare_dir = root / "bare"
-    bare_dir.mkdir()
-    (bare_dir / "Snakefile").write_text(BARE_SNAKEFILE)
-    (bare_dir / "config.yaml").write_text(json.dumps({"experiments": bare_experiments(grid["config"])}))
-    return {"bare": (bare_dir / "Snakefile", bare_dir), "fedumm": (grid["repo"] / "Snakefile", fedumm_dir)}
+    shape = json.dumps({"experiments": bare_experiments(grid["config"])})
+    targets = {"fedumm": (grid["repo"] / "Snakefile", fedumm_dir)}
+    for name, snakefile in [("bare", BARE_SNAKEFILE), ("bare + directives", DIRECTIVES_SNAKEFILE)][: 1 + directives]:
+        workdir = root / name.replace(" + ", "_")
+        workdir.mkdir()
+        (workdir / "Snakefile").write_text(snakefile)
+        (workdir / "config.yaml").write_text(shape)
+        if snakefile is DIRECTIVES_SNAKEFILE:
+            (workdir / "env.yaml").write_text("channels: [conda-forge]\ndependencies: [python]\n")
+            (workdir / "job.py").write_text("raise SystemExit('a dry run never runs this')\n")
+        targets[name] = (workdir / "Snakefile", workdir)
+    return targets
 
 
 def clean(workdir: Path) -> None:
@@ -197,10 +325,10 @@ def clean(workdir: Path) -> None:
     subprocess.run(["rm", "-rf", str(workdir / ".snakemake")], check=True)
 
 
-def measure_grid(grid: dict, runs: int, env: dict) -> dict[str, list[Run]]:
-    results: dict[str, list[Run]] = {"bare": [], "fedumm": []}
+def measure_grid(grid: dict, runs: int, env: dict, directives: bool = False) -> dict[str, list[Run]]:
     with tempfile.TemporaryDirectory(prefix="fedumm-dag-") as tmp:
-        targets = prepare(grid, Path(tmp))
+        targets = prepare(grid, Path(tmp), directives)
+        results: dict[str, list[Run]] = {name: [] for name in targets}
         for _ in range(runs):
             for name, (snakefile, workdir) in targets.items():
                 clean(workdir)
@@ -208,23 +336,29 @@ def measure_grid(grid: dict, runs: int, env: dict) -> dict[str, list[Run]]:
     return results
 
 
-HEADER = (f"{'grid':<28}{'jobs':>7}{'bare':>7}  {'fedumm s':>9}{'bare s':>8}{'ratio':>7}  "
-          f"{'fedumm GB':>10}{'bare GB':>8}{'ratio':>7}")
+HEADER = f"{'grid, workflow':<34}{'jobs':>7}{'wall s':>9}{'ratio':>8}{'peak GB':>10}{'ratio':>8}{'CPU ratio':>11}"
 
 
 def report_grid(label: str, results: dict[str, list[Run]]) -> None:
-    bare, ours = results["bare"], results["fedumm"]
+    """One line per workflow: median wall time and peak memory, and their ratios to the bare workflow."""
 
     def median(runs: list[Run], field: str) -> float:
         return statistics.median(getattr(run, field) for run in runs)
 
-    time_ours, time_bare = median(ours, "seconds"), median(bare, "seconds")
-    mem_ours, mem_bare = median(ours, "max_rss_bytes") / 1e9, median(bare, "max_rss_bytes") / 1e9
-    print(f"{label:<28}{ours[0].jobs:>7}{bare[0].jobs:>7}  {time_ours:>9.1f}{time_bare:>8.1f}{time_ours / time_bare:>6.2f}x  "
-          f"{mem_ours:>10.2f}{mem_bare:>8.2f}{mem_ours / mem_bare:>6.2f}x")
-    runs = " ".join(f"{a.seconds:.1f}/{b.seconds:.1f}" for a, b in zip(ours, bare))
-    cpu = median(ours, "cpu_seconds") / median(bare, "cpu_seconds")
-    print(f"{'':<28}each run, fedumm/bare s: {runs}; CPU time ratio {cpu:.2f}x")
+    bare = results["bare"]
+    print(label)
+    for name, runs in results.items():
+        seconds, memory = median(runs, "seconds"), median(runs, "max_rss_bytes") / 1e9
+        line = f"  {name:<32}{runs[0].jobs:>7}{seconds:>9.1f}"
+        if name == "bare":
+            line += f"{'':>8}{memory:>10.2f}"
+        else:
+            line += (f"{seconds / median(bare, 'seconds'):>7.2f}x{memory:>10.2f}"
+                     f"{memory * 1e9 / median(bare, 'max_rss_bytes'):>7.2f}x"
+                     f"{median(runs, 'cpu_seconds') / median(bare, 'cpu_seconds'):>10.2f}x")
+        print(line)
+    print(f"  {'each run, wall s:':<32}" + " | ".join(
+        f"{name} " + " ".join(f"{run.seconds:.1f}" for run in runs) for name, runs in results.items()))
 
 
 # ---------------------------------------------------------------- import times
@@ -305,7 +439,7 @@ def run_dag(args) -> None:
               f"in turn, {args.runs} run(s) each; medians; load average {os.getloadavg()[0]:.2f} at the start")
         print(HEADER)
         for label, grid in grids(repo, args.grids, args.long_rounds):
-            report_grid(label, measure_grid(grid, args.runs, env))
+            report_grid(label, measure_grid(grid, args.runs, env, args.directives))
         print(f"load average {os.getloadavg()[0]:.2f} at the end")
     if args.import_runs:
         print()
@@ -319,6 +453,8 @@ def add_parser(benchmarks) -> None:
                      default=["table1-30", "table1-100", "long"],
                      help="comma-separated: table1-30, table1-100, long ('' for none)")
     dag.add_argument("--long-rounds", type=int, default=LONG_ROUNDS, help="rounds of the long grid")
+    dag.add_argument("--directives", action="store_true",
+                     help="also dry-run the bare workflow with fedumm's per-job directives (the floor of its cost)")
     dag.add_argument("--import-runs", type=int, default=3, help="python -X importtime runs per script (0: skip)")
     dag.add_argument("--repo", type=Path, default=REPO,
                      help="the fedumm checkout whose Snakefile and config are measured (default: this one)")
