@@ -292,7 +292,12 @@ def dry_run(snakefile: Path, workdir: Path, env: dict) -> Run:
     with open(log, "w") as out:
         start = time.perf_counter()
         process = subprocess.Popen(command, cwd=workdir, stdout=out, stderr=subprocess.STDOUT, env=env)
-        _, status, usage = os.wait4(process.pid, 0)
+        try:
+            _, status, usage = os.wait4(process.pid, 0)
+        except BaseException:  # interrupted: do not leave the dry run behind
+            process.kill()
+            process.wait()
+            raise
         seconds = time.perf_counter() - start
         process.returncode = os.waitstatus_to_exitcode(status)
     output = log.read_text()
@@ -365,17 +370,25 @@ def report_grid(label: str, results: dict[str, list[Run]]) -> None:
 
 
 def rule_scripts(repo: Path) -> dict[str, list[str]]:
-    """{script file name: [rules that run it]} from workflow/rules/*.smk."""
-    scripts: dict[str, list[str]] = {}
+    """{script file name: [rules that run it]} from workflow/rules/*.smk (``use rule`` inherits the script)."""
+    script_of: dict[str, str] = {}
+    derived: list[tuple[str, str]] = []
     for smk in sorted((repo / "workflow" / "rules").glob("*.smk")):
         rule = None
         for line in smk.read_text().splitlines():
-            match = re.match(r"(?:rule|use rule \w+ as) (\w+)", line)
-            if match:
+            if match := re.match(r"rule (\w+):", line):
                 rule = match.group(1)
-            match = re.match(r'\s+"\.\./\.\./scripts/(\w+\.py)"', line)
-            if match and rule:
-                scripts.setdefault(match.group(1), []).append(rule)
+            elif match := re.match(r"use rule (\w+) as (\w+)", line):
+                rule = match.group(2)
+                derived.append((match.group(1), rule))
+            elif (match := re.match(r'\s+"\.\./\.\./scripts/(\w+\.py)"', line)) and rule:
+                script_of[rule] = match.group(1)
+    for parent, rule in derived:
+        script_of.setdefault(rule, script_of.get(parent))
+    scripts: dict[str, list[str]] = {}
+    for rule, script in script_of.items():
+        if script:
+            scripts.setdefault(script, []).append(rule)
     return scripts
 
 
