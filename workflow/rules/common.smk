@@ -260,6 +260,16 @@ def evaluated_adapter_dirs(exp, r):
 
 
 @dag_function
+def evaluate_eval_params(wildcards):
+    return PLANS[wildcards.exp].experiment["eval"]
+
+
+@dag_function
+def evaluate_adapter_params(wildcards):
+    return evaluated_adapter_dirs(wildcards.exp, wildcards.r)
+
+
+@dag_function
 def evaluate_inputs(wildcards):
     e = EXPERIMENTS[wildcards.exp]
     split = e["eval"]["split"]

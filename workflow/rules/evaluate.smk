@@ -12,8 +12,8 @@ rule evaluate:
     benchmark:
         "benchmarks/evaluate/{exp}/round_{r}.tsv"
     params:
-        eval=lambda wildcards: EXPERIMENTS[wildcards.exp]["eval"],
-        adapters=lambda wildcards: evaluated_adapter_dirs(wildcards.exp, wildcards.r),
+        eval=evaluate_eval_params,
+        adapters=evaluate_adapter_params,
     threads: rule_threads("evaluate")
     resources:
         **rule_resources("evaluate"),
