@@ -42,7 +42,7 @@ rule client_train:
     benchmark:
         "benchmarks/client_train/{exp}/round_{r}_client_{k}.tsv"
     params:
-        # train, groups, eval, strategy, seed (one function: it runs for every client job)
+        # train, groups, eval, strategy, seed, files (one function: it runs for every client job)
         job=client_train_params,
     threads: rule_threads("client_train")
     resources:
