@@ -156,7 +156,8 @@ def _check_experiment(name: str, experiment: dict, config: dict) -> None:
     if experiment["clients"] > train_size:
         raise ConfigError(
             f"config key '{where}.clients': {experiment['clients']} clients but dataset "
-            f"{experiment['dataset']!r} has only {train_size} training samples"
+            f"{experiment['dataset']!r} has only {train_size} training samples; every client needs one, "
+            f"so use at most {train_size} clients or a larger train split"
         )
     per_round = experiment["clients_per_round"]
     if isinstance(per_round, int) and per_round > experiment["clients"]:
@@ -167,11 +168,6 @@ def _check_experiment(name: str, experiment: dict, config: dict) -> None:
     if partition["scheme"] == "dirichlet":
         if "alpha" not in partition:
             raise ConfigError(f"config key '{where}.partition.alpha': required by the dirichlet scheme")
-        if experiment["clients"] * partition["min_size"] > train_size:
-            raise ConfigError(
-                f"config key '{where}.partition.min_size': {experiment['clients']} clients × "
-                f"min_size {partition['min_size']} exceeds the {train_size} training samples"
-            )
     _check_partition(where, experiment, config, train_size)
     tuning = experiment["tuning"]
     if tuning["mode"] == "two_stage" and tuning["connector_rounds"] >= experiment["rounds"]:
@@ -193,10 +189,12 @@ def _check_partition(where: str, experiment: dict, config: dict, train_size: int
             f"config key '{where}.partition.embedder': unknown embedder {embedder!r} "
             f"(defined: {', '.join(sorted(known)) or 'none; add an embedders: entry'})"
         )
-    if partition["scheme"] == "quantity" and experiment["clients"] * partition["min_size"] > train_size:
+    # Every scheme gives every client at least min_size training samples (or stops), so this many must exist.
+    if experiment["clients"] * partition["min_size"] > train_size:
         raise ConfigError(
             f"config key '{where}.partition.min_size': {experiment['clients']} clients × "
-            f"min_size {partition['min_size']} exceeds the {train_size} training samples"
+            f"min_size {partition['min_size']} exceeds the {train_size} training samples; "
+            "lower min_size or use fewer clients"
         )
     if partition["scheme"] == "cluster":
         try:

@@ -27,7 +27,13 @@ def test_default_config_resolves_three_experiments(default_config, schema):
         (lambda c: c["experiments"]["fedavg"].update(partition={"alpha": -1.5}),
          r"'experiments.fedavg.partition.alpha'"),
         (lambda c: c["experiments"]["fedavg"].update(clients=5000),
-         r"'experiments.fedavg.clients': 5000 clients but dataset 'shapes' has only 2000"),
+         r"'experiments.fedavg.clients': 5000 clients but dataset 'shapes' has only 2000 training samples; "
+         r"every client needs one, so use at most 2000 clients or a larger train split"),
+        (lambda c: c["experiments"]["fedavg"].update(partition={"min_size": 0}),
+         r"'experiments.fedavg.partition.min_size': 0 is less than the minimum of 1"),
+        (lambda c: c["experiments"]["fedavg"].update(partition={"scheme": "iid", "min_size": 501}),
+         r"'experiments.fedavg.partition.min_size': 4 clients × min_size 501 exceeds the 2000 training samples; "
+         r"lower min_size or use fewer clients"),
         (lambda c: c["experiments"]["fedavg"].update(clients_per_round=9),
          r"'experiments.fedavg.clients_per_round': 9 exceeds clients=4"),
         (lambda c: c["experiments"]["fedavg"].update(dataset="vqa"),
