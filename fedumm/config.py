@@ -20,6 +20,12 @@ from fedumm.federated import strategies
 from fedumm.partition.schemes import cluster_size_cap
 
 EXPERIMENT_KINDS = ("federated", "centralized", "local")
+CLIENT_METRICS = (
+    "num_samples", "steps", "train_loss", "train_loss_last", "val_vqa_accuracy", "val_score", "val_samples",
+    "bytes_uploaded", "seconds",
+)
+"""The numeric keys of every client's metrics.json (``fedumm.federated.client.train_client``), which
+``fedumm_fusion``'s ``metric`` may name; ``trained_groups`` and ``bytes_uploaded_by_group`` are not numbers."""
 
 
 class ConfigError(ValueError):
@@ -146,6 +152,12 @@ def _check_experiment(name: str, experiment: dict, config: dict) -> None:
             f"config key '{where}.strategy': fedcmp's reliability weights need the cross-modal alignment "
             "error, which fedumm measures on the llava_recipe family only; set reliability: false (or lam: 0)"
         )
+    if experiment["strategy"]["name"] == "fedumm_fusion" and strategy.metric not in CLIENT_METRICS:
+        raise ConfigError(
+            f"config key '{where}.strategy.metric': clients write no numeric metric {strategy.metric!r} "
+            f"to metrics.json; use one of {', '.join(CLIENT_METRICS)} (e.g. val_score)"
+        )
+    _check_robust_clients(where, experiment)
     if experiment["kind"] == "local" and strategy.client_needs_server_state:
         raise ConfigError(
             f"config key '{where}.strategy': the clients of {experiment['strategy']['name']!r} read the "
@@ -179,6 +191,33 @@ def _check_experiment(name: str, experiment: dict, config: dict) -> None:
         raise ConfigError(f"config key '{where}.eval.split': dataset {experiment['dataset']!r} has no val split")
 
 
+def _check_robust_clients(where: str, experiment: dict) -> None:
+    """Krum and Multi-Krum need n > 2f + 2 and m <= n, n the clients aggregated per round:
+    known from the config, so refused here rather than in the first aggregate job."""
+    robust = experiment["strategy"].get("robust")
+    if experiment["kind"] == "local" or not robust or robust.get("name") not in ("krum", "multi_krum"):
+        return
+    name, f = robust["name"], robust["f"]
+    n = min(clients_per_round(experiment), num_clients(experiment))
+    if experiment["kind"] == "centralized":
+        aggregated = "the centralized kind aggregates its 1 client per round"
+        fix = f"give {where} a strategy without {name}, e.g. strategy: {{name: fedavg}}"
+    else:
+        aggregated = f"clients_per_round gives {n} of the {experiment['clients']} clients"
+        fix = f"use {f'f <= {(n - 3) // 2}, or ' if n >= 3 else ''}at least {2 * f + 3} clients per round, or another robust rule"
+    if n <= 2 * f + 2:
+        raise ConfigError(
+            f"config key '{where}.strategy.robust.f': {name} with f={f} needs more than 2f + 2 = {2 * f + 2} "
+            f"clients aggregated per round, and {aggregated}; {fix}"
+        )
+    m = robust.get("m")
+    if name == "multi_krum" and m is not None and m > n:
+        raise ConfigError(
+            f"config key '{where}.strategy.robust.m': multi_krum selects m={m} clients, but {aggregated}; "
+            f"use m <= {n}"
+        )
+
+
 def _check_partition(where: str, experiment: dict, config: dict, train_size: int) -> None:
     """Partition checks that need more than the schema: names, and sizes against the dataset."""
     partition = experiment["partition"]
@@ -196,6 +235,7 @@ def _check_partition(where: str, experiment: dict, config: dict, train_size: int
             f"min_size {partition['min_size']} exceeds the {train_size} training samples; "
             "lower min_size or use fewer clients"
         )
+    cap = None
     if partition["scheme"] == "cluster":
         try:
             cap = cluster_size_cap(partition.get("max_cluster_size"), train_size)
@@ -206,6 +246,43 @@ def _check_partition(where: str, experiment: dict, config: dict, train_size: int
                 f"config key '{where}.partition.max_cluster_size': caps clusters at {cap} training "
                 f"samples, below min_size {partition['min_size']}"
             )
+    one_pass = partition.get("one_pass")
+    # The smallest client holds at most the mean share (and at most a cluster's cap); each part needs a sample.
+    share = min(train_size // experiment["clients"], cap if cap is not None else train_size)
+    if one_pass is not None and one_pass > share:
+        raise ConfigError(
+            f"config key '{where}.partition.one_pass': {one_pass} parts per client, but some client holds at most "
+            f"{share} training samples ({train_size} over {experiment['clients']} clients"
+            + (f", clusters capped at {cap}" if cap is not None else "")
+            + f"); use one_pass <= {share}, or fewer clients"
+        )
+
+
+def _used_datasets(config: dict, experiments: dict[str, dict]) -> set[str]:
+    """The datasets the experiments read: their own, their models' pretraining sets, and mixtures' parts."""
+    used = {e["dataset"] for e in experiments.values()}
+    for model in {e["model"] for e in experiments.values()}:
+        pretrain = config["models"][model].get("pretrain")
+        if pretrain:
+            used.add(pretrain["dataset"])
+    datasets = config["datasets"]
+    return used | {part for name in used if datasets[name]["kind"] == "mixture" for part in datasets[name]["parts"]}
+
+
+def _check_folder(name: str, spec: dict) -> None:
+    """A ``folder`` dataset is read in place: its folder must exist now (relative to the working directory)."""
+    folder = Path(spec["path"])
+    where = f"config key 'datasets.{name}.path'"
+    if not folder.is_dir():
+        raise ConfigError(
+            f"{where}: folder {spec['path']!r} does not exist (looked in {folder.resolve()}); set path to "
+            "a folder in the normalized format (card.json + shards)"
+        )
+    if not (folder / "card.json").is_file():
+        raise ConfigError(
+            f"{where}: folder {spec['path']!r} has no card.json; point path at a folder in the normalized "
+            "format (card.json listing the shards of each split)"
+        )
 
 
 def _check_mixture(name: str, spec: dict, datasets: dict) -> None:
@@ -277,6 +354,9 @@ def load_experiments(config: dict, schema: dict) -> dict[str, dict]:
             raise ConfigError(f"experiment {name!r} (defaults merged with its overrides): {error}") from None
         fill_derived_parameters(experiment)
         _check_experiment(name, experiment, config)
+    for name in sorted(_used_datasets(config, experiments)):
+        if config["datasets"][name]["kind"] == "folder":
+            _check_folder(name, config["datasets"][name])
     return experiments
 
 

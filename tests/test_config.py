@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import ast
+import copy
+import re
+from pathlib import Path
+
 import pytest
 
-from fedumm.config import ConfigError, config_hash, deep_merge, load_experiments
+from fedumm.config import CLIENT_METRICS, ConfigError, config_hash, deep_merge, load_experiments
 
 
 def test_default_config_resolves_three_experiments(default_config, schema):
@@ -42,12 +47,85 @@ def test_default_config_resolves_three_experiments(default_config, schema):
          r"'experiments.fedavg.tuning.connector_rounds'"),
         (lambda c: c["models"]["tiny"].update(connector="mlp2x_relu"), r"'models.tiny.connector'"),
         (lambda c: c["defaults"].pop("rounds"), r"experiment 'fedavg' .*'<top level>': 'rounds' is a required"),
+        # The README's own example, {name: krum, f: 1}, with the default 4 clients.
+        (lambda c: c["defaults"].update(strategy={"name": "fedavg", "robust": {"name": "krum", "f": 1}}),
+         r"^config key 'experiments.fedavg.strategy.robust.f': krum with f=1 needs more than 2f \+ 2 = 4 clients "
+         r"aggregated per round, and clients_per_round gives 4 of the 4 clients; use f <= 0, or at least 5 clients "
+         r"per round, or another robust rule$"),
+        (lambda c: c["experiments"]["fedavg"].update(
+            clients=10, clients_per_round=0.5, strategy={"name": "fedadam", "robust": {"name": "multi_krum", "f": 0}}),
+         None),
+        (lambda c: c["experiments"]["fedavg"].update(
+            clients=10, clients_per_round=0.4, strategy={"name": "fedadam", "robust": {"name": "multi_krum", "f": 1}}),
+         r"'experiments.fedavg.strategy.robust.f': multi_krum with f=1 needs more than 2f \+ 2 = 4 .* "
+         r"clients_per_round gives 4 of the 10 clients"),
+        (lambda c: c["experiments"]["fedavg"].update(
+            clients=10, clients_per_round=0.5, strategy={"name": "fedadam", "robust": {"name": "multi_krum", "f": 1}}),
+         None),
+        (lambda c: c["experiments"]["fedavg"].update(
+            clients=10, strategy={"name": "fedavgm", "robust": {"name": "multi_krum", "f": 1, "m": 11}}),
+         r"^config key 'experiments.fedavg.strategy.robust.m': multi_krum selects m=11 clients, but "
+         r"clients_per_round gives 10 of the 10 clients; use m <= 10$"),
+        (lambda c: c["experiments"]["centralized"].update(strategy={"name": "fedavg", "robust": {"name": "krum", "f": 0}}),
+         r"'experiments.centralized.strategy.robust.f': .* the centralized kind aggregates its 1 client per round; "
+         r"give experiments.centralized a strategy without krum"),
+        # Krum in local experiments is never run (no aggregation).
+        (lambda c: c["experiments"]["local"].update(strategy={"name": "fedavg", "robust": {"name": "krum", "f": 3}}), None),
+        (lambda c: c["experiments"]["fedavg"].update(clients=60, partition={"min_size": 1, "one_pass": 34}),
+         r"^config key 'experiments.fedavg.partition.one_pass': 34 parts per client, but some client holds at most 33 "
+         r"training samples \(2000 over 60 clients\); use one_pass <= 33, or fewer clients$"),
+        (lambda c: c["experiments"]["fedavg"].update(clients=60, partition={"min_size": 1, "one_pass": 33}), None),
+        (lambda c: c["experiments"]["fedavg"].update(strategy={"name": "fedumm_fusion", "metric": "val_accuracy"}),
+         r"^config key 'experiments.fedavg.strategy.metric': clients write no numeric metric 'val_accuracy' to "
+         r"metrics.json; use one of num_samples, .*val_score.* \(e.g. val_score\)$"),
+        (lambda c: c["experiments"]["fedavg"].update(strategy={"name": "fedumm_fusion", "metric": "trained_groups"}),
+         r"'experiments.fedavg.strategy.metric': clients write no numeric metric 'trained_groups'"),
+        (lambda c: c["experiments"]["fedavg"].update(strategy={"name": "fedumm_fusion", "metric": "val_score"}), None),
     ],
 )
 def test_config_errors_name_the_key(default_config, schema, mutate, message):
+    """Each mistake is refused with one message naming its key; ``None``: a neighbouring config that is fine."""
     mutate(default_config)
+    if message is None:
+        assert load_experiments(default_config, schema)
+        return
     with pytest.raises(ConfigError, match=message):
         load_experiments(default_config, schema)
+
+
+def test_folder_dataset_must_exist(default_config, schema, tmp_path):
+    folder = tmp_path / "private"
+    default_config["datasets"]["private"] = {"kind": "folder", "path": str(folder), "splits": {"train": 100, "val": 0, "test": 10}}
+    with_folder = copy.deepcopy(default_config)
+    # Defined but unused: not read, so not checked.
+    assert load_experiments(default_config, schema)
+    default_config["experiments"]["fedavg"]["dataset"] = "private"
+    with pytest.raises(ConfigError, match=rf"^config key 'datasets.private.path': folder '{re.escape(str(folder))}' "
+                       r"does not exist \(looked in .*\); set path to a folder in the normalized format"):
+        load_experiments(default_config, schema)
+    folder.mkdir()
+    with pytest.raises(ConfigError, match=r"^config key 'datasets.private.path': folder .* has no card.json"):
+        load_experiments(default_config, schema)
+    (folder / "card.json").write_text("{}")
+    assert load_experiments(default_config, schema)["fedavg"]["dataset"] == "private"
+    # A folder that only a mixture reads is checked too.
+    with_folder["datasets"]["mix"] = {"kind": "mixture", "parts": ["shapes", "private"], "splits": {"train": 100, "val": 0, "test": 10}}
+    with_folder["datasets"]["private"]["path"] = str(tmp_path / "gone")
+    with_folder["experiments"] = {"m": {"dataset": "mix", "partition": {"min_size": 1}}}
+    with pytest.raises(ConfigError, match=r"'datasets.private.path': folder .*gone' does not exist"):
+        load_experiments(with_folder, schema)
+
+
+def test_client_metrics_are_the_numeric_keys_clients_write():
+    """fedumm_fusion's metric is checked against CLIENT_METRICS: it must list what train_client writes."""
+    source = (Path(__file__).resolve().parents[1] / "fedumm" / "federated" / "client.py").read_text()
+    written = next(
+        [key.value for key in node.value.keys if isinstance(key, ast.Constant)]
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] == ["metrics"]
+        and isinstance(node.value, ast.Dict)
+    )
+    assert sorted(CLIENT_METRICS) == sorted(set(written) - {"trained_groups", "bytes_uploaded_by_group"})
 
 
 def test_sweep_expands_the_product(default_config, schema):
