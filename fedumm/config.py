@@ -10,6 +10,7 @@ import copy
 import hashlib
 import itertools
 import json
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +33,119 @@ class ConfigError(ValueError):
     """A configuration mistake; the message names the offending key."""
 
 
-def load_yaml(path: str | Path) -> dict:
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader that refuses a key given twice in one mapping (PyYAML keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        first_line: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor` merges, which may be overridden
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                seen = key in first_line
+            except TypeError:  # an unhashable key: the base class reports it
+                continue
+            if seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first given at line {first_line[key]}); keep one of them",
+                    key_node.start_mark,
+                )
+            first_line[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep)
+
+
+def load_yaml(path: str | Path) -> Any:
+    """A YAML file, read strictly: a syntax error or a duplicate key is a ConfigError naming the file and line."""
     with open(path) as handle:
-        return yaml.safe_load(handle)
+        try:
+            return yaml.load(handle, Loader=_StrictLoader)
+        except yaml.MarkedYAMLError as error:
+            mark = error.problem_mark or error.context_mark
+            where = f"config file {path}" + (f", line {mark.line + 1}, column {mark.column + 1}" if mark else "")
+            problem = error.problem if isinstance(error, yaml.constructor.ConstructorError) else (
+                f"YAML syntax error: {error.problem}"
+                + (f" ({error.context} at line {error.context_mark.line + 1})" if error.context and error.context_mark else "")
+            )
+            raise ConfigError(f"{where}: {problem}") from None
+
+
+def check_yaml_files(paths: Iterable[str | Path]) -> None:
+    """Read each existing config file strictly (:func:`load_yaml`), for the mistakes Snakemake's own
+    loader hides: it names neither file nor line of a syntax error, and keeps the last of two equal keys.
+
+    Like Snakemake, a file is read as JSON first (JSON may hold tabs that YAML refuses)."""
+    for path in paths:
+        if not Path(path).is_file():
+            continue
+        try:
+            json.loads(Path(path).read_text(), object_pairs_hook=lambda pairs: _unique_json_keys(path, pairs))
+        except json.JSONDecodeError:
+            load_yaml(path)
+
+
+def _unique_json_keys(path: str | Path, pairs: list[tuple[str, Any]]) -> dict:
+    keys = [key for key, _ in pairs]
+    duplicate = next((key for key in keys if keys.count(key) > 1), None)
+    if duplicate is not None:
+        raise ConfigError(f"config file {path}: duplicate key {duplicate!r} in one object; keep one of them")
+    return dict(pairs)
+
+
+def _string_leaves(value: Any, path: tuple = ()) -> Iterator[tuple]:
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            yield from _string_leaves(item, (*path, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _string_leaves(item, (*path, index))
+    elif isinstance(value, str):
+        yield path
+
+
+def _errors_at(validator: jsonschema.protocols.Validator, config: dict, path: tuple) -> bool:
+    """Whether the schema finds a mistake located exactly at ``path`` (nested anyOf/oneOf branches included)."""
+    pending = list(validator.iter_errors(config))
+    while pending:
+        error = pending.pop()
+        if tuple(error.absolute_path) == path:
+            return True
+        pending.extend(error.context or ())
+    return False
+
+
+def read_overrides(config: dict, overrides: Mapping, schema: dict) -> None:
+    """Give ``snakemake --config`` values their YAML types, in ``config`` itself.
+
+    Snakemake reads a nested ``--config`` value with YAML's BaseLoader, so ``defaults={rounds: 5}``
+    arrives as the string '5' (a top-level value gets int, float or True/False at most). Each string
+    of ``overrides`` (Snakemake's --config mapping) that YAML reads as a number, boolean or null is
+    replaced by that value, as if the key had been written in a config file, unless the schema
+    then finds a mistake at that key that the string did not have (a dataset named 2020 stays '2020').
+    """
+    validator = jsonschema.Draft202012Validator(schema)
+    for path in _string_leaves(overrides):
+        parent = config
+        try:
+            for part in path[:-1]:
+                parent = parent[part]
+            text = parent[path[-1]]
+        except (KeyError, IndexError, TypeError):
+            continue
+        if not isinstance(text, str):
+            continue
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            continue
+        if isinstance(value, str) or not (value is None or isinstance(value, (bool, int, float))):
+            continue
+        parent[path[-1]] = value
+        if _errors_at(validator, config, path):
+            parent[path[-1]] = text
+            if not _errors_at(validator, config, path):
+                continue
+            parent[path[-1]] = value  # wrong either way: report the typed value (e.g. a minimum, not a type)
 
 
 def _key_path(parts: list[Any]) -> str:
@@ -326,8 +437,14 @@ def _check_model(name: str, model: dict, config: dict) -> None:
         )
 
 
-def load_experiments(config: dict, schema: dict) -> dict[str, dict]:
-    """Validate ``config`` and return every experiment, fully resolved, by name."""
+def load_experiments(config: dict, schema: dict, overrides: Mapping | None = None) -> dict[str, dict]:
+    """Validate ``config`` and return every experiment, fully resolved, by name.
+
+    ``overrides``: Snakemake's ``--config`` values, whose strings are first given their YAML types in
+    ``config`` (:func:`read_overrides`), so that the rules see the same values.
+    """
+    if overrides:
+        read_overrides(config, overrides, schema)
     validate_schema(config, schema)
     for name, spec in config["datasets"].items():
         if spec["kind"] == "mixture":

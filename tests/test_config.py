@@ -154,3 +154,75 @@ def test_dp_sampling_rate_follows_the_client_sampling(default_config, schema):
                "strategy": {"name": "dp_fedavg", "clip_norm": 1.0, "noise_multiplier": 1.0, "delta": 1e-5}}
     }
     assert load_experiments(default_config, schema)["dp"]["strategy"]["sampling_rate"] == 0.25
+
+
+# ----------------------------------------------------------------------------- YAML files and --config
+
+
+def test_yaml_duplicate_keys_and_syntax_errors_name_the_file_and_line(tmp_path):
+    from fedumm.config import check_yaml_files, load_yaml
+
+    duplicate = tmp_path / "dup.yaml"
+    duplicate.write_text("defaults:\n  rounds: 4\n  clients: 4\n  rounds: 6\n")
+    with pytest.raises(ConfigError, match=rf"^config file {re.escape(str(duplicate))}, line 4, column 3: duplicate key "
+                       r"'rounds' \(first given at line 2\); keep one of them$"):
+        check_yaml_files([duplicate])
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("defaults:\n  rounds: [1, 2\n  clients: 3\n")
+    with pytest.raises(ConfigError, match=rf"^config file {re.escape(str(broken))}, line 3, column 10: YAML syntax error: "
+                       r"expected ',' or '\]', but got ':' \(while parsing a flow sequence at line 2\)$"):
+        load_yaml(broken)
+    # Merge keys are not duplicates, even when an explicit key overrides a merged one; equal keys in
+    # different mappings are fine; a missing file is skipped (Snakemake decides whether it must exist).
+    merged = tmp_path / "merged.yaml"
+    merged.write_text("base: &b {x: 1, y: 2}\nuse:\n  <<: *b\n  y: 3\nother: {x: 1}\n")
+    assert load_yaml(merged) == {"base": {"x": 1, "y": 2}, "use": {"x": 1, "y": 3}, "other": {"x": 1}}
+    json_file = tmp_path / "c.json"
+    json_file.write_text('{"defaults":\n\t{"rounds": 3, "rounds": 4}}')  # JSON, with a tab YAML would refuse
+    with pytest.raises(ConfigError, match=r"c.json: duplicate key 'rounds' in one object"):
+        check_yaml_files([tmp_path / "absent.yaml", json_file])
+
+
+def _cli_overrides(*entries: str) -> dict:
+    """``snakemake --config`` entries as Snakemake parses them (nested scalars stay strings)."""
+    from snakemake.cli import parse_config
+
+    return parse_config(list(entries))
+
+
+def _with_overrides(config: dict, overrides: dict) -> dict:
+    from snakemake.utils import update_config
+
+    update_config(config, overrides)
+    return config
+
+
+def test_nested_config_overrides_get_their_yaml_types(default_config, schema):
+    overrides = _cli_overrides(
+        "defaults={rounds: 5, clients_per_round: 0.5, train: {local_steps: null}, eval: {initial: false}}",
+        "experiments={fedavg: {strategy: {name: fedadam, eta: 0.01}}, odd: {dataset: 2020, seed: 3}}",
+        "resources={client_train: {cpus: 2}}",
+        "sweep=null",
+    )
+    assert overrides["defaults"]["rounds"] == "5" and overrides["sweep"] == "null"  # what Snakemake hands over
+    config = _with_overrides(default_config, overrides)
+    config["datasets"]["2020"] = copy.deepcopy(config["datasets"]["shapes"])  # a dataset named like a number
+    experiments = load_experiments(config, schema, overrides=overrides)
+    fedavg = experiments["fedavg"]
+    assert (fedavg["rounds"], fedavg["clients_per_round"], fedavg["train"]["local_steps"], fedavg["eval"]["initial"]) == (5, 0.5, None, False)
+    assert fedavg["strategy"]["eta"] == 0.01  # not in the schema: read as YAML all the same
+    assert experiments["odd"]["dataset"] == "2020" and experiments["odd"]["seed"] == 3
+    assert config["resources"]["client_train"]["cpus"] == 2 and config["sweep"] is None  # the rules read config
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ("defaults={rounds: five}", r"^config key 'defaults.rounds': 'five' is not of type 'integer'$"),
+        ("defaults={rounds: -5}", r"^config key 'defaults.rounds': -5 is less than the minimum of 1$"),
+    ],
+)
+def test_nested_config_overrides_that_are_wrong_name_the_key(default_config, schema, entry, message):
+    overrides = _cli_overrides(entry)
+    with pytest.raises(ConfigError, match=message):
+        load_experiments(_with_overrides(default_config, overrides), schema, overrides=overrides)

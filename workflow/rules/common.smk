@@ -11,7 +11,9 @@ from fedumm.federated import strategies
 
 
 EXPERIMENTS = fedumm_config.load_experiments(
-    config, fedumm_config.load_yaml(workflow.source_path("../schemas/config.schema.yaml"))
+    config,
+    fedumm_config.load_yaml(workflow.source_path("../schemas/config.schema.yaml")),
+    overrides=workflow.config_settings.config,  # --config: nested values arrive as strings
 )
 # Snakemake resolves a round's inputs recursively, about two frames per round: room for long chains.
 sys.setrecursionlimit(max(sys.getrecursionlimit(), 1000 + 4 * max(e["rounds"] for e in EXPERIMENTS.values())))
