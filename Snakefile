@@ -3,7 +3,13 @@
 
 from snakemake.utils import min_version
 
+from fedumm.config import check_yaml_files
+
 min_version("9.0")
+
+# Snakemake's loader names neither the file nor the line of a YAML mistake and keeps the last of two
+# equal keys: read the config files strictly first (a --configfile has passed Snakemake's loader already).
+check_yaml_files(["config/config.yaml", *workflow.config_settings.configfiles])
 
 
 configfile: "config/config.yaml"

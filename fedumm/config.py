@@ -10,6 +10,7 @@ import copy
 import hashlib
 import itertools
 import json
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,15 +21,131 @@ from fedumm.federated import strategies
 from fedumm.partition.schemes import cluster_size_cap
 
 EXPERIMENT_KINDS = ("federated", "centralized", "local")
+CLIENT_METRICS = (
+    "num_samples", "steps", "train_loss", "train_loss_last", "val_vqa_accuracy", "val_score", "val_samples",
+    "bytes_uploaded", "seconds",
+)
+"""The numeric keys of every client's metrics.json (``fedumm.federated.client.train_client``), which
+``fedumm_fusion``'s ``metric`` may name; ``trained_groups`` and ``bytes_uploaded_by_group`` are not numbers."""
 
 
 class ConfigError(ValueError):
     """A configuration mistake; the message names the offending key."""
 
 
-def load_yaml(path: str | Path) -> dict:
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader that refuses a key given twice in one mapping (PyYAML keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        first_line: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor` merges, which may be overridden
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                seen = key in first_line
+            except TypeError:  # an unhashable key: the base class reports it
+                continue
+            if seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first given at line {first_line[key]}); keep one of them",
+                    key_node.start_mark,
+                )
+            first_line[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep)
+
+
+def load_yaml(path: str | Path) -> Any:
+    """A YAML file, read strictly: a syntax error or a duplicate key is a ConfigError naming the file and line."""
     with open(path) as handle:
-        return yaml.safe_load(handle)
+        try:
+            return yaml.load(handle, Loader=_StrictLoader)
+        except yaml.MarkedYAMLError as error:
+            mark = error.problem_mark or error.context_mark
+            where = f"config file {path}" + (f", line {mark.line + 1}, column {mark.column + 1}" if mark else "")
+            problem = error.problem if isinstance(error, yaml.constructor.ConstructorError) else (
+                f"YAML syntax error: {error.problem}"
+                + (f" ({error.context} at line {error.context_mark.line + 1})" if error.context and error.context_mark else "")
+            )
+            raise ConfigError(f"{where}: {problem}") from None
+
+
+def check_yaml_files(paths: Iterable[str | Path]) -> None:
+    """Read each existing config file strictly (:func:`load_yaml`), for the mistakes Snakemake's own
+    loader hides: it names neither file nor line of a syntax error, and keeps the last of two equal keys.
+
+    Like Snakemake, a file is read as JSON first (JSON may hold tabs that YAML refuses)."""
+    for path in paths:
+        if not Path(path).is_file():
+            continue
+        try:
+            json.loads(Path(path).read_text(), object_pairs_hook=lambda pairs: _unique_json_keys(path, pairs))
+        except json.JSONDecodeError:
+            load_yaml(path)
+
+
+def _unique_json_keys(path: str | Path, pairs: list[tuple[str, Any]]) -> dict:
+    keys = [key for key, _ in pairs]
+    duplicate = next((key for key in keys if keys.count(key) > 1), None)
+    if duplicate is not None:
+        raise ConfigError(f"config file {path}: duplicate key {duplicate!r} in one object; keep one of them")
+    return dict(pairs)
+
+
+def _string_leaves(value: Any, path: tuple = ()) -> Iterator[tuple]:
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            yield from _string_leaves(item, (*path, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _string_leaves(item, (*path, index))
+    elif isinstance(value, str):
+        yield path
+
+
+def _errors_at(validator: jsonschema.protocols.Validator, config: dict, path: tuple) -> bool:
+    """Whether the schema finds a mistake located exactly at ``path`` (nested anyOf/oneOf branches included)."""
+    pending = list(validator.iter_errors(config))
+    while pending:
+        error = pending.pop()
+        if tuple(error.absolute_path) == path:
+            return True
+        pending.extend(error.context or ())
+    return False
+
+
+def read_overrides(config: dict, overrides: Mapping, schema: dict) -> None:
+    """Give ``snakemake --config`` values their YAML types, in ``config`` itself.
+
+    Snakemake reads a nested ``--config`` value with YAML's BaseLoader, so ``defaults={rounds: 5}``
+    arrives as the string '5' (a top-level value gets int, float or True/False at most). Each string
+    of ``overrides`` (Snakemake's --config mapping) that YAML reads as a number, boolean or null is
+    replaced by that value, as if the key had been written in a config file, unless the schema
+    then finds a mistake at that key that the string did not have (a dataset named 2020 stays '2020').
+    """
+    validator = jsonschema.Draft202012Validator(schema)
+    for path in _string_leaves(overrides):
+        parent = config
+        try:
+            for part in path[:-1]:
+                parent = parent[part]
+            text = parent[path[-1]]
+        except (KeyError, IndexError, TypeError):
+            continue
+        if not isinstance(text, str):
+            continue
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            continue
+        if isinstance(value, str) or not (value is None or isinstance(value, (bool, int, float))):
+            continue
+        parent[path[-1]] = value
+        if _errors_at(validator, config, path):
+            parent[path[-1]] = text
+            if not _errors_at(validator, config, path):
+                continue
+            parent[path[-1]] = value  # wrong either way: report the typed value (e.g. a minimum, not a type)
 
 
 def _key_path(parts: list[Any]) -> str:
@@ -146,6 +263,12 @@ def _check_experiment(name: str, experiment: dict, config: dict) -> None:
             f"config key '{where}.strategy': fedcmp's reliability weights need the cross-modal alignment "
             "error, which fedumm measures on the llava_recipe family only; set reliability: false (or lam: 0)"
         )
+    if experiment["strategy"]["name"] == "fedumm_fusion" and strategy.metric not in CLIENT_METRICS:
+        raise ConfigError(
+            f"config key '{where}.strategy.metric': clients write no numeric metric {strategy.metric!r} "
+            f"to metrics.json; use one of {', '.join(CLIENT_METRICS)} (e.g. val_score)"
+        )
+    _check_robust_clients(where, experiment)
     if experiment["kind"] == "local" and strategy.client_needs_server_state:
         raise ConfigError(
             f"config key '{where}.strategy': the clients of {experiment['strategy']['name']!r} read the "
@@ -156,7 +279,8 @@ def _check_experiment(name: str, experiment: dict, config: dict) -> None:
     if experiment["clients"] > train_size:
         raise ConfigError(
             f"config key '{where}.clients': {experiment['clients']} clients but dataset "
-            f"{experiment['dataset']!r} has only {train_size} training samples"
+            f"{experiment['dataset']!r} has only {train_size} training samples; every client needs one, "
+            f"so use at most {train_size} clients or a larger train split"
         )
     per_round = experiment["clients_per_round"]
     if isinstance(per_round, int) and per_round > experiment["clients"]:
@@ -167,11 +291,6 @@ def _check_experiment(name: str, experiment: dict, config: dict) -> None:
     if partition["scheme"] == "dirichlet":
         if "alpha" not in partition:
             raise ConfigError(f"config key '{where}.partition.alpha': required by the dirichlet scheme")
-        if experiment["clients"] * partition["min_size"] > train_size:
-            raise ConfigError(
-                f"config key '{where}.partition.min_size': {experiment['clients']} clients × "
-                f"min_size {partition['min_size']} exceeds the {train_size} training samples"
-            )
     _check_partition(where, experiment, config, train_size)
     tuning = experiment["tuning"]
     if tuning["mode"] == "two_stage" and tuning["connector_rounds"] >= experiment["rounds"]:
@@ -181,6 +300,33 @@ def _check_experiment(name: str, experiment: dict, config: dict) -> None:
         )
     if experiment["eval"]["split"] == "val" and config["datasets"][experiment["dataset"]]["splits"]["val"] == 0:
         raise ConfigError(f"config key '{where}.eval.split': dataset {experiment['dataset']!r} has no val split")
+
+
+def _check_robust_clients(where: str, experiment: dict) -> None:
+    """Krum and Multi-Krum need n > 2f + 2 and m <= n, n the clients aggregated per round:
+    known from the config, so refused here rather than in the first aggregate job."""
+    robust = experiment["strategy"].get("robust")
+    if experiment["kind"] == "local" or not robust or robust.get("name") not in ("krum", "multi_krum"):
+        return
+    name, f = robust["name"], robust["f"]
+    n = min(clients_per_round(experiment), num_clients(experiment))
+    if experiment["kind"] == "centralized":
+        aggregated = "the centralized kind aggregates its 1 client per round"
+        fix = f"give {where} a strategy without {name}, e.g. strategy: {{name: fedavg}}"
+    else:
+        aggregated = f"clients_per_round gives {n} of the {experiment['clients']} clients"
+        fix = f"use {f'f <= {(n - 3) // 2}, or ' if n >= 3 else ''}at least {2 * f + 3} clients per round, or another robust rule"
+    if n <= 2 * f + 2:
+        raise ConfigError(
+            f"config key '{where}.strategy.robust.f': {name} with f={f} needs more than 2f + 2 = {2 * f + 2} "
+            f"clients aggregated per round, and {aggregated}; {fix}"
+        )
+    m = robust.get("m")
+    if name == "multi_krum" and m is not None and m > n:
+        raise ConfigError(
+            f"config key '{where}.strategy.robust.m': multi_krum selects m={m} clients, but {aggregated}; "
+            f"use m <= {n}"
+        )
 
 
 def _check_partition(where: str, experiment: dict, config: dict, train_size: int) -> None:
@@ -193,11 +339,14 @@ def _check_partition(where: str, experiment: dict, config: dict, train_size: int
             f"config key '{where}.partition.embedder': unknown embedder {embedder!r} "
             f"(defined: {', '.join(sorted(known)) or 'none; add an embedders: entry'})"
         )
-    if partition["scheme"] == "quantity" and experiment["clients"] * partition["min_size"] > train_size:
+    # Every scheme gives every client at least min_size training samples (or stops), so this many must exist.
+    if experiment["clients"] * partition["min_size"] > train_size:
         raise ConfigError(
             f"config key '{where}.partition.min_size': {experiment['clients']} clients × "
-            f"min_size {partition['min_size']} exceeds the {train_size} training samples"
+            f"min_size {partition['min_size']} exceeds the {train_size} training samples; "
+            "lower min_size or use fewer clients"
         )
+    cap = None
     if partition["scheme"] == "cluster":
         try:
             cap = cluster_size_cap(partition.get("max_cluster_size"), train_size)
@@ -208,6 +357,43 @@ def _check_partition(where: str, experiment: dict, config: dict, train_size: int
                 f"config key '{where}.partition.max_cluster_size': caps clusters at {cap} training "
                 f"samples, below min_size {partition['min_size']}"
             )
+    one_pass = partition.get("one_pass")
+    # The smallest client holds at most the mean share (and at most a cluster's cap); each part needs a sample.
+    share = min(train_size // experiment["clients"], cap if cap is not None else train_size)
+    if one_pass is not None and one_pass > share:
+        raise ConfigError(
+            f"config key '{where}.partition.one_pass': {one_pass} parts per client, but some client holds at most "
+            f"{share} training samples ({train_size} over {experiment['clients']} clients"
+            + (f", clusters capped at {cap}" if cap is not None else "")
+            + f"); use one_pass <= {share}, or fewer clients"
+        )
+
+
+def _used_datasets(config: dict, experiments: dict[str, dict]) -> set[str]:
+    """The datasets the experiments read: their own, their models' pretraining sets, and mixtures' parts."""
+    used = {e["dataset"] for e in experiments.values()}
+    for model in {e["model"] for e in experiments.values()}:
+        pretrain = config["models"][model].get("pretrain")
+        if pretrain:
+            used.add(pretrain["dataset"])
+    datasets = config["datasets"]
+    return used | {part for name in used if datasets[name]["kind"] == "mixture" for part in datasets[name]["parts"]}
+
+
+def _check_folder(name: str, spec: dict) -> None:
+    """A ``folder`` dataset is read in place: its folder must exist now (relative to the working directory)."""
+    folder = Path(spec["path"])
+    where = f"config key 'datasets.{name}.path'"
+    if not folder.is_dir():
+        raise ConfigError(
+            f"{where}: folder {spec['path']!r} does not exist (looked in {folder.resolve()}); set path to "
+            "a folder in the normalized format (card.json + shards)"
+        )
+    if not (folder / "card.json").is_file():
+        raise ConfigError(
+            f"{where}: folder {spec['path']!r} has no card.json; point path at a folder in the normalized "
+            "format (card.json listing the shards of each split)"
+        )
 
 
 def _check_mixture(name: str, spec: dict, datasets: dict) -> None:
@@ -251,8 +437,14 @@ def _check_model(name: str, model: dict, config: dict) -> None:
         )
 
 
-def load_experiments(config: dict, schema: dict) -> dict[str, dict]:
-    """Validate ``config`` and return every experiment, fully resolved, by name."""
+def load_experiments(config: dict, schema: dict, overrides: Mapping | None = None) -> dict[str, dict]:
+    """Validate ``config`` and return every experiment, fully resolved, by name.
+
+    ``overrides``: Snakemake's ``--config`` values, whose strings are first given their YAML types in
+    ``config`` (:func:`read_overrides`), so that the rules see the same values.
+    """
+    if overrides:
+        read_overrides(config, overrides, schema)
     validate_schema(config, schema)
     for name, spec in config["datasets"].items():
         if spec["kind"] == "mixture":
@@ -279,6 +471,9 @@ def load_experiments(config: dict, schema: dict) -> dict[str, dict]:
             raise ConfigError(f"experiment {name!r} (defaults merged with its overrides): {error}") from None
         fill_derived_parameters(experiment)
         _check_experiment(name, experiment, config)
+    for name in sorted(_used_datasets(config, experiments)):
+        if config["datasets"][name]["kind"] == "folder":
+            _check_folder(name, config["datasets"][name])
     return experiments
 
 

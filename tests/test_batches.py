@@ -13,6 +13,8 @@ from fedumm.models.batches import (
     build_examples,
     caption_references,
     prompt_question,
+    shuffled_batches,
+    steps_for,
     targets_of,
 )
 from fedumm.models.text import IGNORE_INDEX, build_wordlevel_tokenizer
@@ -109,3 +111,17 @@ def test_image_sizes_from_images_and_from_cached_features(tmp_path) -> None:
     assert from_features.image_sizes({"b"}) == {"b": (48, 36)}
     with pytest.raises(KeyError, match="no image for 1 sample"):
         from_features.image_sizes({"zz"})
+
+
+def test_zero_examples_stop_with_an_error_instead_of_looping() -> None:
+    # shuffled_batches(0, ...) used to loop forever: every pass over nothing yielded no batch.
+    with pytest.raises(ValueError, match=r"no training examples to draw 1 batches.*partition.min_size >= 1"):
+        next(shuffled_batches(0, 16, 1, 0))
+    with pytest.raises(ValueError, match="batch_size must be at least 1, got 0"):
+        next(shuffled_batches(5, 0, 1, 0))
+    with pytest.raises(ValueError, match=r"no training examples: a client without data cannot train"):
+        steps_for(0, 16, 2.0, None)
+    with pytest.raises(ValueError, match=r"no training examples"):
+        steps_for(0, 16, 2.0, 5)
+    assert [len(b) for b in shuffled_batches(3, 2, 4, 0)] == [2, 1, 2, 1]
+    assert steps_for(33, 16, 1.0, None) == 3 and steps_for(1, 16, 0.1, None) == 1

@@ -120,10 +120,10 @@ def test_the_dataset_label_needs_a_mixture(parts):
         schemes.label_of(record, "dataset")
 
 
-def mixture_config(**mix) -> dict:
+def mixture_config(private: Path = Path("/nonexistent"), **mix) -> dict:
     config = tiny_config({"multi": {"dataset": "mix", "clients": 3, "partition": {"scheme": "multitask", "label": "dataset"}}})
     config["datasets"]["shapes_b"] = {**config["datasets"]["shapes"], "seed": 1}
-    config["datasets"]["private"] = {"kind": "folder", "path": "/nonexistent", "splits": {"train": 50, "val": 5, "test": 10}}
+    config["datasets"]["private"] = {"kind": "folder", "path": str(private), "splits": {"train": 50, "val": 5, "test": 10}}
     config["datasets"]["mix"] = {"kind": "mixture", "parts": ["shapes", "shapes_b", "private"],
                                  "splits": {"train": 60, "val": 6, "test": 12}, "shard_size": 50, **mix}
     return config
@@ -136,20 +136,31 @@ def test_names_pattern_sends_a_mixture_only_to_its_rule():
     assert sources.names_pattern(datasets, downloaded=False) == "shapes|shapes_b"
 
 
-def test_config_rejects_unknown_or_nested_parts(schema):
-    assert set(load_experiments(mixture_config(), schema)) == {"multi"}
+@pytest.fixture
+def private(tmp_path) -> Path:
+    """A folder dataset's folder: the config check wants it and its card.json to exist."""
+    folder = tmp_path / "private"
+    folder.mkdir()
+    (folder / "card.json").write_text("{}")
+    return folder
+
+
+def test_config_rejects_unknown_or_nested_parts(schema, private):
+    assert set(load_experiments(mixture_config(private), schema)) == {"multi"}
     with pytest.raises(ConfigError, match=r"'datasets\.mix\.parts': unknown dataset 'vqa'"):
-        load_experiments(mixture_config(parts=["shapes", "vqa"]), schema)
-    config = mixture_config()
+        load_experiments(mixture_config(private, parts=["shapes", "vqa"]), schema)
+    config = mixture_config(private)
     config["datasets"]["mix2"] = {"kind": "mixture", "parts": ["mix"], "splits": {"train": 6, "val": 0, "test": 1}}
     with pytest.raises(ConfigError, match=r"'datasets\.mix2\.parts': 'mix' is itself a mixture"):
         load_experiments(config, schema)
     with pytest.raises(ConfigError, match=r"'datasets\.mix\.parts': part 'private' has no 'public' split"):
-        load_experiments(mixture_config(splits={"public": 5, "train": 60, "val": 6, "test": 12}), schema)
+        load_experiments(mixture_config(private, splits={"public": 5, "train": 60, "val": 6, "test": 12}), schema)
+    with pytest.raises(ConfigError, match=r"'datasets\.private\.path': folder '/nonexistent' does not exist"):
+        load_experiments(mixture_config(), schema)
 
 
-def test_dry_run_schedules_the_mixture_after_its_parts(tmp_path):
-    write_config(tmp_path, mixture_config())
+def test_dry_run_schedules_the_mixture_after_its_parts(tmp_path, private):
+    write_config(tmp_path, mixture_config(private))
     dry = snakemake(tmp_path, "-n").stdout  # the whole workflow: one run keeps the test under 10 s
     counts = job_counts(dry)
     assert {rule: counts[rule] for rule in ("shapes_data", "download_dataset", "normalize_dataset", "mixture_dataset")} == {

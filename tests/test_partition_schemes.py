@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -231,9 +233,14 @@ def test_attribute_puts_each_value_at_one_client_in_every_split() -> None:
 
 
 def test_attribute_needs_enough_values_for_min_size() -> None:
-    with pytest.raises(ValueError, match="3 values but num_clients=4.*min_size=1"):
+    with pytest.raises(ValueError, match=r"attribute partition: client 3 would hold no 'train' samples: the label "
+                       r"has 3 values in the 'train' split but num_clients=4.*use at most 3 clients"):
         schemes.partition_splits({"train": _labels(50, "abc", 0)}, "attribute", 4, 0, None, 1)
-    with pytest.raises(ValueError, match="no deal in 100 attempts.*min_size=40"):
+    # A value seen only in val gives no client training data: still 3 usable values for 4 clients.
+    with pytest.raises(ValueError, match=r"client \d would hold no 'train' samples: the label has 3 values"):
+        schemes.partition_splits({"train": _labels(50, "abc", 0), "val": ["d"]}, "attribute", 4, 0, None, 1)
+    with pytest.raises(ValueError, match=r"no deal in 100 attempts.*min_size=40 'train' samples \(in the last deal "
+                       r"client \d held \d+\); lower min_size"):
         schemes.partition_splits({"train": ["a"] * 90 + ["b"] * 5 + ["c"] * 5}, "attribute", 2, 0, None, 40)
 
 
@@ -257,6 +264,63 @@ def test_multitask_one_task_per_client() -> None:
 def test_multitask_needs_a_client_per_task() -> None:
     with pytest.raises(ValueError, match=r"3 tasks \['x', 'y', 'z'\] need at least as many clients, got num_clients=2"):
         schemes.partition_splits({"train": _labels(30, "xyz", 0)}, "multitask", 2, 0, None, 0)
+
+
+# ----------------------------------------------------------------------------- no empty client
+
+
+def _timed(call):
+    started = time.perf_counter()
+    try:
+        return call(), time.perf_counter() - started
+    except ValueError as error:
+        return error, time.perf_counter() - started
+
+
+def test_hopeless_partitions_stop_fast_naming_a_client_the_scheme_and_the_remedy() -> None:
+    labels = {"train": _labels(2000, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMN", 0), "val": _labels(200, "abc", 1)}
+    # Dirichlet with alpha 0.01 puts each of the 40 labels at ~one client: 60 clients never all get data.
+    error, seconds = _timed(lambda: schemes.partition_splits(labels, "dirichlet", 60, 0, 0.01, 1))
+    assert isinstance(error, ValueError) and seconds < 1.0
+    assert re.fullmatch(
+        r"dirichlet partition: no draw in 100 attempts gave every one of num_clients=60 clients at least "
+        r"min_size=1 'train' samples with alpha=0.01 \(in the last draw client \d+ held 0\); "
+        r"increase alpha, lower min_size or use fewer clients", str(error))
+    error, seconds = _timed(lambda: schemes.partition_splits(labels, "attribute", 60, 0, None, 1))
+    assert isinstance(error, ValueError) and seconds < 1.0
+    assert str(error) == (
+        "attribute partition: client 40 would hold no 'train' samples: the label has 40 values in the 'train' "
+        "split but num_clients=60, and each value goes to one client; use at most 40 clients, or a label with "
+        "more values")
+    # Multitask: task 'x' has 2 training samples for the 3 clients that share it.
+    tasks = {"train": ["x"] * 2 + ["y"] * 30}
+    error, seconds = _timed(lambda: schemes.partition_splits(tasks, "multitask", 6, 0, None, 1))
+    assert isinstance(error, ValueError) and seconds < 1.0
+    assert re.fullmatch(r"multitask partition: client \d holds only 0 'train' samples, fewer than min_size=1; "
+                        r"a task has too few samples for the clients sharing it; lower min_size or use fewer clients",
+                        str(error))
+
+
+@pytest.mark.parametrize("exponent", [3.0, 8.0])
+def test_power_law_quantity_skew_gives_every_client_data(exponent: float) -> None:
+    labels = {"train": ["a"] * 2000, "val": ["a"] * 200}
+    # Without a reserved sample the power law's tail rounds to nothing ...
+    unreserved = schemes.partition_splits(labels, "quantity", 60, 0, None, 0, sizes="power_law", exponent=exponent)
+    assert min(len(part) for part in unreserved["train"]) == 0
+    # ... with min_size=1 (the schema's least) each tail client holds exactly its reserved sample.
+    parts, seconds = _timed(lambda: schemes.partition_splits(
+        labels, "quantity", 60, 0, None, 1, sizes="power_law", exponent=exponent))
+    assert seconds < 1.0
+    sizes = sorted(len(part) for part in parts["train"])
+    assert sizes[0] == 1 and sum(sizes) == 2000 and sizes[-1] > 1000
+
+
+def test_round_train_ids_refuses_a_client_without_training_data() -> None:
+    with pytest.raises(ValueError, match=r"client 7 has no training samples in round 3; repartition with "
+                       r"partition.min_size >= 1"):
+        round_train_ids({"client": 7, "train": [], "val": ["v"]}, 3)
+    with pytest.raises(ValueError, match=r"client 2 has no training samples in round 2 \(one-pass part 2 of 2\)"):
+        round_train_ids({"client": 2, "train": ["a"], "train_rounds": [["a"], []]}, 2)
 
 
 # ----------------------------------------------------------------------------- clustering
@@ -412,7 +476,7 @@ def test_cluster_scheme_errors() -> None:
         schemes.partition_splits(labels, "cluster", 2, 0, None, 3, embeddings={"train": (image, image), "val": (image[:2], image[:2])}, max_cluster_size=2)
     image, text, _ = _embeddings(20, 3, "image", 0)
     keep = np.r_[0:40, 40:44]  # groups of 20, 20 and 4 samples
-    with pytest.raises(ValueError, match="cluster partition: a client holds only 4 'train' samples, fewer than min_size=5"):
+    with pytest.raises(ValueError, match="cluster partition: client 0 holds only 4 'train' samples, fewer than min_size=5"):
         schemes.cluster_partition({"train": (image[keep], text[keep])}, 3, "image", None, 5, 0)
 
 

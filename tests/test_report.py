@@ -472,3 +472,16 @@ def test_accuracy_vs_bytes_plot_is_deterministic_png(tmp_path: Path) -> None:
     assert data == second.read_bytes()
     plot_accuracy_vs_bytes({}, {}, {}, tmp_path / "empty.png")  # nothing to draw still writes a figure
     assert (tmp_path / "empty.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_lineage_reads_rounds_past_999_from_the_round_directory(tmp_path: Path) -> None:
+    from fedumm.reports.lineage import lineage_records
+
+    files = []
+    for relative in ("round_1000/global", "round_999/global", "round_1200/clients/1", "round_000/global"):
+        path = tmp_path / "results" / "round_7" / relative / "adapter_model.safetensors"  # an experiment named round_7
+        path.parent.mkdir(parents=True)
+        path.write_bytes(relative.encode())
+        files.append(path)
+    records = lineage_records(files, "hash", "code")
+    assert [(r["round"], r["adapter"]) for r in records] == [(0, "global"), (999, "global"), (1000, "global"), (1200, "1")]

@@ -130,7 +130,17 @@ def collate(examples: list[dict], visual: VisualSource, pad_id: int) -> dict[str
 
 
 def shuffled_batches(num_examples: int, batch_size: int, steps: int, seed: int) -> Iterator[list[int]]:
-    """``steps`` batches of example indices; a fresh seeded permutation each pass over the data."""
+    """``steps`` batches of example indices; a fresh seeded permutation each pass over the data.
+
+    Zero examples (or a batch size below 1) is an error: no pass over nothing yields a batch.
+    """
+    if num_examples < 1:
+        raise ValueError(
+            f"no training examples to draw {steps} batches from: a client (or pretraining split) without "
+            "data cannot train; give every client data (partition.min_size >= 1) or check the split"
+        )
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     rng = np.random.default_rng(seed)
     produced = 0
     while produced < steps:
@@ -143,7 +153,15 @@ def shuffled_batches(num_examples: int, batch_size: int, steps: int, seed: int) 
 
 
 def steps_for(num_examples: int, batch_size: int, epochs: float, steps: int | None) -> int:
-    """Local steps: ``steps`` when given, else ``epochs`` passes over the data (at least one step)."""
+    """Local steps: ``steps`` when given, else ``epochs`` passes over the data (at least one step).
+
+    Zero examples is an error, as in :func:`shuffled_batches`: there is nothing to take a step on.
+    """
+    if num_examples < 1:
+        raise ValueError(
+            "no training examples: a client without data cannot train; give every client data "
+            "(partition.min_size >= 1)"
+        )
     if steps is not None:
         return steps
     return max(1, int(np.ceil(epochs * num_examples / batch_size)))

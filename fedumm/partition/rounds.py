@@ -48,11 +48,17 @@ def round_train_ids(index: Mapping, r: int) -> list[str]:
     """The training sample ids a client uses in round ``r`` (1-based) according to its index file.
 
     With ``train_rounds`` (one-pass partitions) round r reads part (r − 1) mod R, so rounds
-    beyond R start a second pass; without it, every round reads all of ``train``.
+    beyond R start a second pass; without it, every round reads all of ``train``. A client without
+    training ids that round is an error naming it: it would have nothing to train on.
     """
     if r < 1:
         raise ValueError(f"round must be at least 1, got {r}")
     parts = index.get("train_rounds")
-    if parts is None:
-        return list(index["train"])
-    return list(parts[(r - 1) % len(parts)])
+    ids = list(index["train"]) if parts is None else list(parts[(r - 1) % len(parts)])
+    if not ids:
+        raise ValueError(
+            f"client {index.get('client')} has no training samples in round {r}"
+            + (f" (one-pass part {(r - 1) % len(parts) + 1} of {len(parts)})" if parts is not None else "")
+            + "; repartition with partition.min_size >= 1 (and one_pass at most min_size)"
+        )
+    return ids

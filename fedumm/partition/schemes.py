@@ -96,6 +96,38 @@ def dirichlet_proportions(
     return rng.dirichlet(np.full(num_clients, float(alpha)), size=len(label_values))
 
 
+def _label_groups(labels: list[str], label_values: list[str]) -> list[np.ndarray]:
+    """The ascending sample indices of each of ``label_values`` in ``labels`` (every label must be one of them)."""
+    row_of = {value: j for j, value in enumerate(label_values)}
+    unknown = sorted(set(labels) - set(row_of))
+    if unknown:
+        raise ValueError(f"labels {unknown} are not in label_values")
+    codes = np.fromiter((row_of[value] for value in labels), dtype=np.int64, count=len(labels))
+    return [np.flatnonzero(codes == j) for j in range(len(label_values))]
+
+
+def _owners(groups: list[np.ndarray], proportions: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The client of every sample: each label's shuffled indices cut at the cumulative ``proportions``."""
+    owner = np.zeros(sum(len(idx) for idx in groups), dtype=np.int64)
+    for j, idx in enumerate(groups):
+        idx = idx.copy()
+        rng.shuffle(idx)
+        # Flower truncates the boundaries with astype(int); that hands the last
+        # client one sample of nearly every label (0.999·n floors to n - 1), so
+        # round to the nearest boundary instead.
+        cuts = np.rint(np.cumsum(proportions[j]) * len(idx)).astype(int)[:-1]
+        # Position p of the shuffled indices falls in chunk #{cuts <= p}, as with np.split(idx, cuts).
+        owner[idx] = np.searchsorted(cuts, np.arange(len(idx)), side="right")
+    return owner
+
+
+def _parts_of(owner: np.ndarray, num_clients: int) -> list[list[int]]:
+    """Ascending sample indices of each client, from the client of every sample."""
+    order = np.argsort(owner, kind="stable")
+    counts = np.bincount(owner, minlength=num_clients)
+    return [chunk.tolist() for chunk in np.split(order, np.cumsum(counts)[:-1])]
+
+
 def assign_by_proportions(
     labels: list[str], label_values: list[str], proportions: np.ndarray, rng: np.random.Generator
 ) -> list[list[int]]:
@@ -104,22 +136,8 @@ def assign_by_proportions(
     Row ``j`` of ``proportions`` belongs to ``label_values[j]``; every label in
     ``labels`` must be one of ``label_values``.
     """
-    row_of = {value: j for j, value in enumerate(label_values)}
-    unknown = sorted(set(labels) - set(row_of))
-    if unknown:
-        raise ValueError(f"labels {unknown} are not in label_values")
-    labels_array = np.asarray(labels, dtype=object)
-    parts: list[list[int]] = [[] for _ in range(proportions.shape[1])]
-    for value, j in row_of.items():
-        idx = np.flatnonzero(labels_array == value)
-        rng.shuffle(idx)
-        # Flower truncates the boundaries with astype(int); that hands the last
-        # client one sample of nearly every label (0.999·n floors to n - 1), so
-        # round to the nearest boundary instead.
-        cuts = np.rint(np.cumsum(proportions[j]) * len(idx)).astype(int)[:-1]
-        for client, chunk in enumerate(np.split(idx, cuts)):
-            parts[client].extend(int(i) for i in chunk)
-    return [sorted(part) for part in parts]
+    owner = _owners(_label_groups(labels, label_values), proportions, rng)
+    return _parts_of(owner, proportions.shape[1])
 
 
 def dirichlet_partition(
@@ -141,19 +159,23 @@ def dirichlet_partition(
     label_values = sorted({value for labels in split_labels.values() for value in labels})
     # Fixed split order so the result does not depend on the dict's order.
     order = [min_size_split] + sorted(s for s in split_labels if s != min_size_split)
+    groups = {split: _label_groups(split_labels[split], label_values) for split in order}
     rng = np.random.default_rng(seed)
     for _ in range(MAX_ATTEMPTS):
         proportions = dirichlet_proportions(label_values, num_clients, alpha, rng)
-        first = assign_by_proportions(split_labels[min_size_split], label_values, proportions, rng)
-        if min(len(part) for part in first) >= min_size:
-            parts = {min_size_split: first}
+        first = _owners(groups[min_size_split], proportions, rng)
+        counts = np.bincount(first, minlength=num_clients)
+        if counts.min() >= min_size:
+            parts = {min_size_split: _parts_of(first, num_clients)}
             for split in order[1:]:
-                parts[split] = assign_by_proportions(split_labels[split], label_values, proportions, rng)
+                parts[split] = _parts_of(_owners(groups[split], proportions, rng), num_clients)
             return {split: parts[split] for split in split_labels}
+    short = int(np.argmin(counts))
     raise ValueError(
         f"dirichlet partition: no draw in {MAX_ATTEMPTS} attempts gave every one of "
         f"num_clients={num_clients} clients at least min_size={min_size} {min_size_split!r} samples "
-        f"with alpha={alpha}; increase alpha, lower min_size or use fewer clients"
+        f"with alpha={alpha} (in the last draw client {short} held {int(counts[short])}); "
+        "increase alpha, lower min_size or use fewer clients"
     )
 
 
@@ -161,13 +183,16 @@ def _check_sizes(n_train: int, num_clients: int, min_size: int, split: str) -> N
     if num_clients < 1:
         raise ValueError(f"num_clients must be at least 1, got {num_clients}")
     if num_clients > n_train:
-        raise ValueError(f"num_clients={num_clients} exceeds the number of {split!r} samples ({n_train})")
+        raise ValueError(
+            f"num_clients={num_clients} exceeds the number of {split!r} samples ({n_train}), so some client "
+            "would hold none; use fewer clients or a larger split"
+        )
     if min_size < 0:
         raise ValueError(f"min_size must be non-negative, got {min_size}")
     if num_clients * min_size > n_train:
         raise ValueError(
             f"min_size={min_size} for num_clients={num_clients} clients needs "
-            f"{num_clients * min_size} {split!r} samples, only {n_train} exist"
+            f"{num_clients * min_size} {split!r} samples, only {n_train} exist; lower min_size or use fewer clients"
         )
 
 
@@ -177,10 +202,11 @@ def named_stream(seed: int, purpose: str) -> np.random.Generator:
 
 
 def _check_min_size(scheme: str, parts: list[list[int]], min_size: int, split: str, hint: str) -> None:
-    smallest = min(len(part) for part in parts)
-    if smallest < min_size:
+    sizes = [len(part) for part in parts]
+    short = int(np.argmin(sizes))
+    if sizes[short] < min_size:
         raise ValueError(
-            f"{scheme} partition: a client holds only {smallest} {split!r} samples, fewer than "
+            f"{scheme} partition: client {short} holds only {sizes[short]} {split!r} samples, fewer than "
             f"min_size={min_size}; {hint}"
         )
 
@@ -291,21 +317,28 @@ def attribute_partition(
     """
     _check_sizes(len(split_labels[min_size_split]), num_clients, min_size, min_size_split)
     values = sorted({value for labels in split_labels.values() for value in labels})
-    if min_size > 0 and len(values) < num_clients:
-        raise ValueError(
-            f"attribute partition: the label has {len(values)} values but num_clients={num_clients}, "
-            f"so some client would hold none and fall below min_size={min_size}; use fewer clients "
-            "or a label with more values"
-        )
+    train_counts = np.array([len(idx) for idx in _label_groups(split_labels[min_size_split], values)])
+    # Each value goes to one client, so with fewer values in the split than clients no deal can help.
+    present = int(np.count_nonzero(train_counts))
     rng = named_stream(seed, "attribute")
     for _ in range(MAX_ATTEMPTS):
         owner = deal_values(values, num_clients, rng)
-        train = _group_by_owner(split_labels[min_size_split], owner, num_clients)
-        if min(len(part) for part in train) >= min_size:
+        counts = np.bincount([owner[value] for value in values], weights=train_counts, minlength=num_clients)
+        if counts.min() >= min_size:
             return {split: _group_by_owner(labels, owner, num_clients) for split, labels in split_labels.items()}
+        if present < num_clients:
+            break
+    short = int(np.argmin(counts))
+    if present < num_clients:
+        raise ValueError(
+            f"attribute partition: client {short} would hold no {min_size_split!r} samples: the label has "
+            f"{present} values in the {min_size_split!r} split but num_clients={num_clients}, and each value "
+            f"goes to one client; use at most {present} clients, or a label with more values"
+        )
     raise ValueError(
         f"attribute partition: no deal in {MAX_ATTEMPTS} attempts gave every one of num_clients={num_clients} "
-        f"clients at least min_size={min_size} {min_size_split!r} samples; lower min_size or use fewer clients"
+        f"clients at least min_size={min_size} {min_size_split!r} samples (in the last deal client {short} "
+        f"held {int(counts[short])}); lower min_size or use fewer clients"
     )
 
 
@@ -455,7 +488,9 @@ def partition_splits(
     """Partition every split among ``num_clients`` clients; the single entry point.
 
     ``split_labels`` maps split name to the per-sample labels and must contain
-    ``"train"``, the split on which ``num_clients`` and ``min_size`` are checked.
+    ``"train"``, the split on which ``num_clients`` and ``min_size`` are checked: every scheme gives
+    every client at least ``min_size`` training samples or raises a ValueError naming a client that
+    falls short, so ``min_size >= 1`` (the workflow's schema requires it) means no client is empty.
     ``alpha`` is used by the dirichlet scheme and by quantity skew with ``sizes="dirichlet"``;
     ``exponent`` by quantity skew with ``sizes="power_law"``. The labels are the tasks for
     ``multitask``. ``cluster`` reads ``embeddings`` (split → (image, text) matrices, rows in

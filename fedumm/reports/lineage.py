@@ -16,7 +16,8 @@ from pathlib import Path
 import fedumm
 from fedumm.io import atomic_write_text
 
-ROUND_DIR = re.compile(r"round_(\d{3})")
+ROUND_DIR = re.compile(r"round_(\d+)")
+"""A round directory's name: round_000 .. round_999, then round_1000, ... (``fedumm.artifacts.round_dir``)."""
 
 
 def sha256_file(path: Path) -> str:
@@ -43,7 +44,9 @@ def lineage_records(adapter_files: list[Path], config_hash: str, code: str) -> l
     """One record per adapter file, in round order."""
     records = []
     for path in adapter_files:
-        round_index = int(ROUND_DIR.search(str(path)).group(1))
+        # The round directory nearest the file: round_1000 is round 1000 (not 100), and an
+        # experiment named like a round directory is not mistaken for one.
+        round_index = next(int(m.group(1)) for parent in path.parents if (m := ROUND_DIR.fullmatch(parent.name)))
         owner = path.parent.name if path.parent.parent.name == "clients" else "global"
         records.append(
             {

@@ -2,6 +2,7 @@
 
 import inspect
 import json
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -12,13 +13,17 @@ from fedumm.federated import strategies
 
 
 EXPERIMENTS = fedumm_config.load_experiments(
-    config, fedumm_config.load_yaml(workflow.source_path("../schemas/config.schema.yaml"))
+    config,
+    fedumm_config.load_yaml(workflow.source_path("../schemas/config.schema.yaml")),
+    overrides=workflow.config_settings.config,  # --config: nested values arrive as strings
 )
+# Snakemake resolves a round's inputs recursively, about two frames per round: room for long chains.
+sys.setrecursionlimit(max(sys.getrecursionlimit(), 1000 + 4 * max(e["rounds"] for e in EXPERIMENTS.values())))
 
 
 wildcard_constraints:
     exp="|".join(sorted(EXPERIMENTS)),
-    r=r"\d{3}",
+    r=r"\d{3}|[1-9]\d\d\d+",  # round_{r:03d}: 000..999, then 1000, 1001, ... (never a padded 0001)
     k=r"\d+",
     split=r"public|train|val|test",
     dataset=r"[A-Za-z0-9_.-]+",
@@ -55,7 +60,7 @@ def rule_threads(rule_name):
 
 # Wildcard patterns for the paths of rule outputs; round 0 comes from init_adapter, not aggregate.
 EXP, ROUND, CLIENT = "{exp}", "{r}", "{k}"
-AGGREGATED_ROUND = r"{r,(?!000)\d{3}}"
+AGGREGATED_ROUND = r"{r,(?!000)\d{3}|[1-9]\d\d\d+}"
 
 
 def round_dir(exp, r):

@@ -1,0 +1,43 @@
+"""What `snakemake -n` itself must decide about a config: the checks that need Snakemake (its YAML
+loading, --config overrides, wildcards) rather than fedumm.config alone, which tests/test_config.py covers.
+Each test is one dry run."""
+
+from __future__ import annotations
+
+import pytest
+from workflow_util import job_counts, snakemake, tiny_config, write_config
+
+pytestmark = pytest.mark.slow
+
+
+def test_1200_rounds_from_a_nested_config_override_build_their_dag(tmp_path):
+    """Rounds past 999 (round_1000, ...) resolve, round 0 still comes from init_adapter only, and a
+    nested --config value, which Snakemake passes as the string '1200', counts as the number."""
+    write_config(tmp_path, tiny_config(rounds=2, clients=2))
+    result = snakemake(tmp_path, "-n", "--quiet", "rules", "--config", "defaults={rounds: 1200, eval: {every: 1200}}")
+    counts = job_counts(result.stdout)
+    assert counts["client_train"] == 2 * 1200
+    assert counts["aggregate"] == 1200
+    assert counts["evaluate"] == 2  # round 0 and round 1200
+    assert counts["init_adapter"] == 1
+
+
+def test_a_duplicate_key_in_a_configfile_is_refused_naming_it_and_its_line(tmp_path):
+    write_config(tmp_path, tiny_config())
+    (tmp_path / "more.yaml").write_text("defaults:\n  rounds: 4\n  clients: 2\n  rounds: 6\n")
+    result = snakemake(tmp_path, "-n", "--configfile", "more.yaml", check=False)
+    assert result.returncode != 0
+    assert (f"config file {tmp_path / 'more.yaml'}, line 4, column 3: duplicate key 'rounds' "
+            "(first given at line 2); keep one of them") in result.stdout + result.stderr
+
+
+def test_a_yaml_syntax_error_in_the_config_names_the_file_and_line(tmp_path):
+    path = write_config(tmp_path, tiny_config())
+    lines = path.read_text().splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("  rounds:"))
+    lines[at] = "  rounds: [2"
+    path.write_text("\n".join(lines) + "\n")
+    result = snakemake(tmp_path, "-n", check=False)
+    assert result.returncode != 0
+    assert f"config file config/config.yaml, line {at + 2}, column " in result.stdout + result.stderr
+    assert f"YAML syntax error: expected ',' or ']', but got ':' (while parsing a flow sequence at line {at + 1})" in result.stdout + result.stderr
