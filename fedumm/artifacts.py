@@ -9,6 +9,7 @@ Tensors are safetensors files only: a pickle is never read, so an upload cannot 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -39,6 +40,7 @@ CLIENTS_DIR = "clients"
 # under these key prefixes; the server reads only the upload part.
 LOCAL, UPLOAD = "local.", "upload."
 SAFETENSORS_METADATA = {"format": "pt"}  # fixed metadata keeps the files byte-identical
+UPLOAD_BINDING = "binding"  # metrics.json key: what an upload is bound to (fedumm.federated.server.check_binding)
 
 
 def round_dir(results: str | Path, exp: str, r: int | str) -> str:
@@ -93,3 +95,8 @@ def read_metrics(path: Path) -> dict:
 
 def write_metrics(path: Path, metrics: dict) -> None:
     atomic_write_json(path, metrics)
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file's bytes, hex: what binds an upload to the adapter it started from."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()

@@ -17,7 +17,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from fedumm.federated import strategies
+from fedumm.federated import attacks, strategies
 from fedumm.partition.schemes import cluster_size_cap
 
 EXPERIMENT_KINDS = ("federated", "centralized", "local")
@@ -269,6 +269,8 @@ def _check_experiment(name: str, experiment: dict, config: dict) -> None:
             f"to metrics.json; use one of {', '.join(CLIENT_METRICS)} (e.g. val_score)"
         )
     _check_robust_clients(where, experiment)
+    _check_exclude(where, experiment)
+    _check_attack(where, experiment)
     if experiment["kind"] == "local" and strategy.client_needs_server_state:
         raise ConfigError(
             f"config key '{where}.strategy': the clients of {experiment['strategy']['name']!r} read the "
@@ -309,12 +311,14 @@ def _check_robust_clients(where: str, experiment: dict) -> None:
     if experiment["kind"] == "local" or not robust or robust.get("name") not in ("krum", "multi_krum"):
         return
     name, f = robust["name"], robust["f"]
-    n = min(clients_per_round(experiment), num_clients(experiment))
+    excluded = max((len(entry["clients"]) for entry in experiment["exclude"]), default=0)
+    n = min(clients_per_round(experiment), num_clients(experiment)) - excluded
     if experiment["kind"] == "centralized":
         aggregated = "the centralized kind aggregates its 1 client per round"
         fix = f"give {where} a strategy without {name}, e.g. strategy: {{name: fedavg}}"
     else:
-        aggregated = f"clients_per_round gives {n} of the {experiment['clients']} clients"
+        aggregated = f"clients_per_round gives {n + excluded} of the {experiment['clients']} clients" + (
+            f", {n} after the {excluded} excluded from a round" if excluded else "")
         fix = f"use {f'f <= {(n - 3) // 2}, or ' if n >= 3 else ''}at least {2 * f + 3} clients per round, or another robust rule"
     if n <= 2 * f + 2:
         raise ConfigError(
@@ -327,6 +331,57 @@ def _check_robust_clients(where: str, experiment: dict) -> None:
             f"config key '{where}.strategy.robust.m': multi_krum selects m={m} clients, but {aggregated}; "
             f"use m <= {n}"
         )
+
+
+def _check_exclude(where: str, experiment: dict) -> None:
+    """``exclude`` names rounds and clients that exist, in a federation. (That a round keeps at least
+    one client depends on the sampling: ``fedumm.federated.planning.check_exclusions``.)"""
+    if not experiment["exclude"]:
+        return
+    if experiment["kind"] != "federated":
+        raise ConfigError(
+            f"config key '{where}.exclude': the {experiment['kind']} kind has no federation to exclude a client from"
+        )
+    for i, entry in enumerate(experiment["exclude"]):
+        if entry["round"] > experiment["rounds"]:
+            raise ConfigError(
+                f"config key '{where}.exclude[{i}].round': round {entry['round']} is past the last "
+                f"round ({experiment['rounds']})"
+            )
+        unknown = [k for k in entry["clients"] if k >= num_clients(experiment)]
+        if unknown:
+            raise ConfigError(
+                f"config key '{where}.exclude[{i}].clients': no client {unknown[0]} "
+                f"(clients are 0..{num_clients(experiment) - 1})"
+            )
+
+
+def _check_attack(where: str, experiment: dict) -> None:
+    """An attack needs clients that exist, among others that stay honest, and only its kind's parameters."""
+    attack = experiment["attack"]
+    if not attack:
+        return
+    if experiment["kind"] != "federated":
+        raise ConfigError(
+            f"config key '{where}.attack': attacks simulate byzantine clients of a federation; "
+            f"the {experiment['kind']} kind has no server that could be attacked"
+        )
+    total = num_clients(experiment)
+    clients = attack.get("clients", [])
+    if any(k >= total for k in clients):
+        raise ConfigError(f"config key '{where}.attack.clients': no client {max(clients)} (clients are 0..{total - 1})")
+    count = len(clients) if clients else attacks.attacker_count(attack["fraction"], total)
+    if count >= total:
+        raise ConfigError(f"config key '{where}.attack': all {total} clients would attack; leave some honest")
+    own = set(attacks.DEFAULT_PARAMS[attack["kind"]])
+    extra = sorted(set(attack) - set(attacks.SELECTION_KEYS) - own)
+    if extra:
+        allowed = ", ".join(sorted(own)) or "none"
+        raise ConfigError(
+            f"config key '{where}.attack.{extra[0]}': not a parameter of the {attack['kind']} attack (its parameters: {allowed})"
+        )
+    if attack.get("from_round", 1) > experiment["rounds"]:
+        raise ConfigError(f"config key '{where}.attack.from_round': past the last round ({experiment['rounds']})")
 
 
 def _check_partition(where: str, experiment: dict, config: dict, train_size: int) -> None:

@@ -6,15 +6,20 @@ from fedumm.federated.server import aggregate_round
 from fedumm.runlog import log_to
 
 with log_to(snakemake.log[0]) as log:
+    params = snakemake.params.job
     client_dirs = {int(Path(m).parent.name): Path(m).parent for m in snakemake.input.metrics}
     summary = aggregate_round(
-        strategy_config=snakemake.params.strategy,
+        experiment=snakemake.wildcards.exp,
+        strategy_config=params["strategy"],
+        upload_checks=params["uploads"],
         round_index=int(snakemake.wildcards.r),
         previous_global=Path(snakemake.input.previous).parent,
         previous_state=Path(snakemake.input.previous_state),
         client_dirs=client_dirs,
+        partition_dir=Path(params["partition"]),
         out_dir=Path(snakemake.output.weights).parent,
         state_out=Path(snakemake.output.state),
         summary_out=Path(snakemake.output.summary),
+        excluded=tuple(params["excluded"]),
     )
     log.info("round %s: %s", snakemake.wildcards.r, summary)

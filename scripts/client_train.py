@@ -29,6 +29,8 @@ with log_to(snakemake.log[0]) as log:
         ),
     )
     job = ClientJob(
+        experiment=snakemake.wildcards.exp,
+        client=k,
         round_index=int(snakemake.wildcards.r),
         seed=params["seed"],
         groups=params["groups"],
@@ -36,6 +38,7 @@ with log_to(snakemake.log[0]) as log:
         eval_config=params["eval"],
         strategy=params["strategy"],
         threads=snakemake.threads,
+        attack=params.get("attack"),
     )
     metrics = train_client(client_inputs, job, Path(snakemake.output.metrics).parent)
     log.info("client %d: %s", k, metrics)

@@ -63,7 +63,7 @@ def _train(world, out: str, groups, use_features=True, index="client_001.json", 
         shards={s: shards.split_shards(world["dataset"], s) for s in ("train", "val")},
         feature_files=world["features"] if use_features else None,
     )
-    job = ClientJob(round_index=round_index, seed=7, groups=groups,
+    job = ClientJob(experiment="exp", client=1, round_index=round_index, seed=7, groups=groups,
                     training=LocalTraining.from_config({**TRAIN, **train_overrides}), eval_config=EVAL)
     return train_client(inputs, job, root / out)
 

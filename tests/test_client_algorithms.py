@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file, save
 from test_client import EVAL, TRAIN, world  # noqa: F401  (module fixture: tiny base model, adapter, partition)
 
-from fedumm.artifacts import CLIENT_STATE, write_weights
+from fedumm.artifacts import CLIENT_STATE, UPLOAD_BINDING, client_index_name, file_sha256, write_weights
 from fedumm.data import shards
 from fedumm.federated.client import ClientInputs, ClientJob, LocalTraining, train_client
 from fedumm.federated.server import aggregate_round
@@ -23,10 +23,11 @@ from fedumm.models import adapters, vlm
 from fedumm.models.training import OptimConfig, learning_rates
 
 ADAPTER = "adapter_model.safetensors"
+UPLOAD_CHECKS = {"norm_outlier_ratio": 10, "refuse_norm_outliers": False}
 
 
 def _train(world, out: str, strategy: dict, server_state=None, previous=None, groups=("language",), start="global",
-           **overrides):
+           round_index=1, **overrides):
     root = world["root"]
     inputs = ClientInputs(
         base_dir=root / "base",
@@ -37,7 +38,7 @@ def _train(world, out: str, strategy: dict, server_state=None, previous=None, gr
         server_state=server_state,
         previous_client_dir=None if previous is None else root / previous,
     )
-    job = ClientJob(round_index=1, seed=7, groups=list(groups), training=LocalTraining.from_config({**TRAIN, **overrides}),
+    job = ClientJob(experiment="exp", client=1, round_index=round_index, seed=7, groups=list(groups), training=LocalTraining.from_config({**TRAIN, **overrides}),
                     eval_config=EVAL, strategy=strategy)
     return train_client(inputs, job, root / out)
 
@@ -92,13 +93,17 @@ def test_aggregate_round_passes_the_uploaded_client_state(tmp_path):
     write_weights(tmp_path / "state0.safetensors", {})
     client = tmp_path / "c0"
     write_weights(client / ADAPTER, {"a": torch.ones(2)})
-    (client / "metrics.json").write_text('{"num_samples": 4}')
+    binding = {"experiment": "exp", "round": 1, "client": 0, "start_sha256": file_sha256(tmp_path / "g" / ADAPTER),
+               "weights_sha256": file_sha256(client / ADAPTER)}
+    (client / "metrics.json").write_text(json.dumps({"num_samples": 4, UPLOAD_BINDING: binding}))
+    (tmp_path / "partition").mkdir()
+    (tmp_path / "partition" / client_index_name(0)).write_text(json.dumps({"train": ["a", "b", "c", "d"], "val": []}))
     # Only the upload part reaches the server; the local part is the client's own c_k.
     write_weights(client / CLIENT_STATE, {"upload.a": torch.tensor([0.5, 1.0]), "local.a": torch.full((2,), 9.0)})
-    aggregate_round(strategy_config={"name": "scaffold", "num_clients": 2}, round_index=1,
-                    previous_global=tmp_path / "g", previous_state=tmp_path / "state0.safetensors",
-                    client_dirs={0: client}, out_dir=tmp_path / "g1", state_out=tmp_path / "state1.safetensors",
-                    summary_out=tmp_path / "aggregate.json")
+    aggregate_round(experiment="exp", strategy_config={"name": "scaffold", "num_clients": 2}, upload_checks=UPLOAD_CHECKS,
+                    round_index=1, previous_global=tmp_path / "g", previous_state=tmp_path / "state0.safetensors",
+                    client_dirs={0: client}, partition_dir=tmp_path / "partition", out_dir=tmp_path / "g1",
+                    state_out=tmp_path / "state1.safetensors", summary_out=tmp_path / "aggregate.json")
     torch.testing.assert_close(load_file(tmp_path / "state1.safetensors")["a"], torch.tensor([0.25, 0.5]))
 
 
@@ -215,9 +220,10 @@ def test_ffa_server_averages_b_keeps_a_and_refuses_a_changed_a():
 def _aggregate(world, strategy: dict, round_index: int, previous: str, client: str, out: str) -> dict:
     root = world["root"]
     return aggregate_round(
-        strategy_config=strategy, round_index=round_index, previous_global=root / previous,
-        previous_state=root / "state.safetensors", client_dirs={1: root / client}, out_dir=root / out,
-        state_out=root / f"{out}_state.safetensors", summary_out=root / f"{out}.json",
+        experiment="exp", strategy_config=strategy, upload_checks=UPLOAD_CHECKS, round_index=round_index,
+        previous_global=root / previous, previous_state=root / "state.safetensors", client_dirs={1: root / client},
+        partition_dir=root / "index", out_dir=root / out, state_out=root / f"{out}_state.safetensors",
+        summary_out=root / f"{out}.json",
     )
 
 
@@ -230,7 +236,7 @@ def test_flora_global_adapter_reproduces_the_client_model_after_two_rounds(world
     root = world["root"]
     _train(world, "flora_c1", stack, groups=("language", "connector"))
     summary = _aggregate(world, stack, 1, "global", "flora_c1", "flora_g1")
-    metrics = _train(world, "flora_c2", stack, groups=("language", "connector"), start="flora_g1")
+    metrics = _train(world, "flora_c2", stack, groups=("language", "connector"), start="flora_g1", round_index=2)
     _aggregate(world, stack, 2, "flora_g1", "flora_c2", "flora_g2")
 
     config = lambda d: json.loads((root / d / "adapter_config.json").read_text())  # noqa: E731

@@ -21,15 +21,17 @@ from fedumm.artifacts import (
     CLIENT_STATE,
     LOCAL,
     METRICS,
+    UPLOAD_BINDING,
     client_state_part,
     client_state_tensors,
+    file_sha256,
     read_weights,
     write_metrics,
     write_weights,
 )
 from fedumm.data.shards import read_records
 from fedumm.evaluation import evaluate
-from fedumm.federated import strategies
+from fedumm.federated import attacks, strategies
 from fedumm.federated.strategies.base import ClientContext
 from fedumm.models import adapters, batches, families
 from fedumm.models.groups import parameter_group
@@ -75,8 +77,13 @@ class ClientInputs:
 
 @dataclass(frozen=True)
 class ClientJob:
-    """What one client does in one round: which groups it trains, how, and with which strategy."""
+    """What one client does in one round: which groups it trains, how, and with which strategy.
+    ``experiment``, ``client`` and ``round_index`` bind its upload (``fedumm.artifacts.UPLOAD_BINDING``);
+    ``attack`` makes it a simulated byzantine client (``fedumm.federated.attacks``, with the seeds
+    ``seed`` and ``round_seed`` the workflow adds)."""
 
+    experiment: str
+    client: int
     round_index: int
     seed: int
     groups: list[str]
@@ -84,6 +91,7 @@ class ClientJob:
     eval_config: dict
     strategy: dict = field(default_factory=lambda: {"name": "fedavg"})
     threads: int = 1
+    attack: dict | None = None
 
 
 def client_records(shard_paths: list[Path], ids: list[str]) -> list[dict]:
@@ -150,6 +158,8 @@ def train_client(inputs: ClientInputs, job: ClientJob, out_dir: Path) -> dict:
 
     training = job.training
     train_records = records_by_split["train"]
+    if job.attack and job.attack["kind"] in attacks.DATA_ATTACKS:
+        train_records = attacks.flipped_labels(train_records, job.attack["seed"])
     train_inputs = model_inputs["train"]
     examples = train_inputs.examples(train_records)
     steps = batches.steps_for(len(examples), training.batch_size, training.local_epochs, training.local_steps)
@@ -180,6 +190,10 @@ def train_client(inputs: ClientInputs, job: ClientJob, out_dir: Path) -> dict:
 
     peft_model.cpu()
     adapters.save_adapter(peft_model, out_dir)
+    if job.attack and job.attack["kind"] in attacks.UPDATE_ATTACKS:
+        weights_file = out_dir / ADAPTER_WEIGHTS
+        write_weights(weights_file, attacks.attacked_update(
+            context.global_weights, read_weights(weights_file), job.attack, job.attack["seed"], job.attack["round_seed"]))
     adapter_state = adapters.adapter_state(peft_model)
     write_weights(out_dir / CLIENT_STATE, client_state_tensors(client_state.local, client_state.upload))
     metrics = {
@@ -196,6 +210,14 @@ def train_client(inputs: ClientInputs, job: ClientJob, out_dir: Path) -> dict:
         "bytes_uploaded_by_group": group_upload_sizes(adapter_state, trained),
         "seconds": time.perf_counter() - started,
         **client_state.metrics,
+        **({"attack": job.attack["kind"]} if job.attack else {}),
+        UPLOAD_BINDING: {
+            "experiment": job.experiment,
+            "round": job.round_index,
+            "client": job.client,
+            "start_sha256": file_sha256(inputs.start_adapter / ADAPTER_WEIGHTS),
+            "weights_sha256": file_sha256(out_dir / ADAPTER_WEIGHTS),
+        },
     }
     write_metrics(out_dir / METRICS, metrics)
     return metrics

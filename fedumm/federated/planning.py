@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 
 import numpy as np
 
-from fedumm.config import clients_per_round, num_clients
+from fedumm.config import ConfigError, clients_per_round, num_clients
+from fedumm.federated import attacks
 from fedumm.models.groups import GROUPS
 
 
@@ -23,11 +25,46 @@ def derive_seed(*parts: object) -> int:
 
 
 def sampled_clients(experiment: dict, round_index: int) -> list[int]:
-    """Clients taking part in ``round_index`` (1-based): a seeded draw without replacement."""
-    return list(_sampled(num_clients(experiment), clients_per_round(experiment), experiment["seed"], round_index))
+    """Clients taking part in ``round_index`` (1-based): a seeded draw without replacement, less the
+    clients the experiment's ``exclude`` drops from that round (after the draw, so excluding a
+    client changes no other client's round)."""
+    sampled = _sampled(num_clients(experiment), clients_per_round(experiment), experiment["seed"], round_index)
+    excluded = excluded_clients(experiment, round_index)
+    return [k for k in sampled if k not in excluded] if excluded else list(sampled)
 
 
-@functools.lru_cache(maxsize=None)
+def excluded_clients(experiment: dict, round_index: int) -> set[int]:
+    """Clients dropped from ``round_index`` by ``exclude: [{round: r, clients: [...]}, ...]`` (recovery
+    from a bad upload: the round is aggregated again without them, and every later round after it)."""
+    return {k for entry in experiment.get("exclude") or () if entry["round"] == round_index for k in entry["clients"]}
+
+
+def check_exclusions(name: str, experiment: dict) -> None:
+    """Every round named by ``exclude`` keeps at least one sampled client."""
+    for i, entry in enumerate(experiment.get("exclude") or ()):
+        if not sampled_clients(experiment, entry["round"]):
+            sampled = list(_sampled(num_clients(experiment), clients_per_round(experiment), experiment["seed"], entry["round"]))
+            raise ConfigError(
+                f"config key 'experiments.{name}.exclude[{i}]': round {entry['round']} samples clients "
+                f"{sampled}, and excluding them all leaves nothing to aggregate"
+            )
+
+
+def client_attack(experiment: dict, client: int, round_index: int) -> dict | None:
+    """The simulated attack ``client`` carries out in ``round_index`` (``fedumm.federated.attacks``), or None."""
+    attack = experiment.get("attack")
+    if not attack:
+        return None
+    attackers = _attackers(json.dumps(attack, sort_keys=True), num_clients(experiment), experiment["seed"])
+    return attacks.client_attack(attack, list(attackers), client, round_index)
+
+
+@functools.cache
+def _attackers(attack_json: str, total: int, seed: int) -> tuple[int, ...]:
+    return tuple(attacks.attacking_clients(json.loads(attack_json), total, derive_seed(seed, "attackers")))
+
+
+@functools.cache
 def _sampled(total: int, count: int, seed: int, round_index: int) -> tuple[int, ...]:
     # Cached: the DAG asks for every round's sample many times (e.g. for last_participation).
     if count >= total:

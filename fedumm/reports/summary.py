@@ -18,6 +18,7 @@ from pathlib import Path
 from statistics import fmean
 from typing import TYPE_CHECKING, Any
 
+from fedumm.federated.attacks import attacker_count
 from fedumm.io import atomic_path, atomic_write_text
 
 if TYPE_CHECKING:
@@ -30,7 +31,7 @@ METRICS_COLUMNS: tuple[str, ...] = (
 """Columns of metrics.csv, one row per evaluated round."""
 
 SUMMARY_COLUMNS: tuple[str, ...] = (
-    "name", "kind", "strategy", "clients", "alpha", "rounds", "score_metric", "final_score",
+    "name", "kind", "strategy", "robust", "attack", "clients", "alpha", "rounds", "score_metric", "final_score",
     "best_score", "best_round", "personalized_score", "final_vqa_accuracy", "majority_baseline",
     "bytes_uploaded_per_round",
 )
@@ -190,7 +191,7 @@ def summary_row(experiment: dict) -> dict:
     """One summary row (`SUMMARY_COLUMNS`) of an experiment.
 
     `experiment` has "name", "kind" ("federated", "centralized" or "local"), "strategy" (None
-    when not federated), "clients", "alpha" (None for an iid partition), "rounds",
+    when not federated), optionally "robust" (its robust rule) and "attack" (``attack_label``), "clients", "alpha" (None for an iid partition), "rounds",
     "majority_baseline", "metrics" (its `eval_rows`, at least one) and "bytes_uploaded" (bytes
     uploaded by all clients in each round; empty when nothing is communicated).
 
@@ -208,6 +209,8 @@ def summary_row(experiment: dict) -> dict:
         "name": experiment["name"],
         "kind": experiment["kind"],
         "strategy": experiment["strategy"],
+        "robust": experiment.get("robust"),
+        "attack": experiment.get("attack"),
         "clients": experiment["clients"],
         "alpha": experiment["alpha"],
         "rounds": experiment["rounds"],
@@ -274,11 +277,13 @@ def summary_markdown(rows: Sequence[dict]) -> str:
     """summary.md: title, the majority-answer baseline, and one table row per experiment.
 
     Scores are shown in each row's own metric (`format_score`), so experiments scored by
-    different metrics can share the table.
+    different metrics can share the table. A strategy's robust rule is shown with it ("fedavg +
+    median"); an Attack column appears when some experiment simulates one.
     """
+    attacked = any(row.get("attack") for row in rows)
     header = (
-        "Experiment", "Kind", "Strategy", "Clients", "Alpha", "Rounds", "Metric", "Final", "Best",
-        "Best round", "Personalized", "Majority baseline", "Uploaded / round",
+        "Experiment", "Kind", "Strategy", *(("Attack",) if attacked else ()), "Clients", "Alpha", "Rounds",
+        "Metric", "Final", "Best", "Best round", "Personalized", "Majority baseline", "Uploaded / round",
     )
     lines = [
         "# Experiment summary",
@@ -293,7 +298,8 @@ def summary_markdown(rows: Sequence[dict]) -> str:
         cells = (
             _md_cell(row["name"]),
             _md_cell(row["kind"]),
-            _md_cell(row["strategy"]),
+            _md_cell(f"{row['strategy']} + {row['robust']}" if row.get("robust") else row["strategy"]),
+            *((_md_cell(row.get("attack") or "none"),) if attacked else ()),
             _md_cell(row["clients"]),
             "iid" if row["alpha"] is None else _md_cell(row["alpha"]),
             _md_cell(row["rounds"]),
@@ -457,6 +463,15 @@ def bytes_per_round(kind: str, round_files: Sequence[Path | str]) -> list[float]
     return [float(json.loads(Path(path).read_text())["bytes_uploaded"]) for path in round_files]
 
 
+def attack_label(attack: dict | None, clients: int) -> str | None:
+    """e.g. "sign_flip ×10, 2 of 8 clients from round 1" (None without an attack)."""
+    if not attack:
+        return None
+    count = len(attack["clients"]) if "clients" in attack else attacker_count(attack["fraction"], clients)
+    factor = f" ×{attack['scale']:g}" if "scale" in attack else ""
+    return f"{attack['kind']}{factor}, {count} of {clients} clients from round {attack.get('from_round', 1)}"
+
+
 def experiment_entry(name: str, experiment: dict, eval_files: Sequence[Path | str], round_files: Sequence[Path | str]) -> dict:
     """The `summary_row` input of one experiment, from its resolved config and its files."""
     evaluations = {read_eval(path)["round"]: Path(path) for path in eval_files}
@@ -465,6 +480,8 @@ def experiment_entry(name: str, experiment: dict, eval_files: Sequence[Path | st
         "name": name,
         "kind": experiment["kind"],
         "strategy": experiment["strategy"]["name"] if experiment["kind"] == "federated" else None,
+        "robust": (experiment["strategy"].get("robust") or {}).get("name") if experiment["kind"] == "federated" else None,
+        "attack": attack_label(experiment.get("attack"), experiment["clients"]),
         "clients": experiment["clients"],
         "alpha": partition.get("alpha") if partition["scheme"] == "dirichlet" else None,
         "rounds": experiment["rounds"],

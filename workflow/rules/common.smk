@@ -10,6 +10,7 @@ from fedumm import artifacts
 from fedumm import config as fedumm_config
 from fedumm.federated import planning
 from fedumm.federated import strategies
+from fedumm.models import checks as model_checks
 
 
 EXPERIMENTS = fedumm_config.load_experiments(
@@ -17,6 +18,10 @@ EXPERIMENTS = fedumm_config.load_experiments(
     fedumm_config.load_yaml(workflow.source_path("../schemas/config.schema.yaml")),
     overrides=workflow.config_settings.config,  # --config: nested values arrive as strings
 )
+for name, experiment in EXPERIMENTS.items():
+    planning.check_exclusions(name, experiment)
+# model_type and LoRA target names, on meta-device models; remembered once passed (transformers costs seconds)
+model_checks.check_models(config["models"], EXPERIMENTS, Path(".snakemake/fedumm/model_checks.json"))
 # Snakemake resolves a round's inputs recursively, about two frames per round: room for long chains.
 sys.setrecursionlimit(max(sys.getrecursionlimit(), 1000 + 4 * max(e["rounds"] for e in EXPERIMENTS.values())))
 
@@ -219,7 +224,7 @@ def client_train_params(wildcards):
     plan = PLANS[wildcards.exp]
     r, k = int(wildcards.r), int(wildcards.k)
     e = plan.experiment
-    return {
+    params = {
         "train": plan.train,
         "groups": planning.trained_groups(e, r),
         "eval": e["eval"],
@@ -227,6 +232,11 @@ def client_train_params(wildcards):
         "seed": planning.derive_seed(e["seed"], "client", r, k),
         "files": plan.client_files,
     }
+    attack = planning.client_attack(e, k, r)
+    if attack:  # an attacker's params only: an attack never changes (or reruns) an honest client
+        params["attack"] = {**attack, "seed": planning.derive_seed(e["seed"], "attack", r, k),
+                            "round_seed": planning.derive_seed(e["seed"], "attack", r)}
+    return params
 
 
 def client_outputs(exp, r):
@@ -238,7 +248,15 @@ def client_outputs(exp, r):
 
 @dag_function
 def aggregate_params(wildcards):
-    return PLANS[wildcards.exp].experiment["strategy"]
+    """The strategy, the upload checks, the clients excluded from this round (a new exclusion changes
+    these params, so the round is aggregated again) and the partition the server counts examples in."""
+    plan = PLANS[wildcards.exp]
+    return {
+        "strategy": plan.experiment["strategy"],
+        "uploads": plan.experiment["uploads"],
+        "excluded": sorted(planning.excluded_clients(plan.experiment, int(wildcards.r))),
+        "partition": plan.client_files["partition"],
+    }
 
 
 @dag_function

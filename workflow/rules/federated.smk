@@ -66,7 +66,8 @@ rule aggregate:
     benchmark:
         "benchmarks/aggregate/{exp}/round_{r}.tsv"
     params:
-        strategy=aggregate_params,
+        # strategy, uploads, excluded, partition
+        job=aggregate_params,
     threads: 1
     resources:
         **rule_resources("aggregate"),

@@ -53,6 +53,8 @@ def build(config: dict) -> Strategy:
     cls = strategy_class(config.get("name"))
     params = {key: value for key, value in config.items() if key != "name"}
     allowed = {f.name for f in dataclasses.fields(cls)}
+    if "robust" in params and "robust" not in allowed:
+        raise ValueError(f"strategy {cls.name!r} does not compose with a robust rule: {cls.robust_refusal}")
     unknown = sorted(set(params) - allowed)
     if unknown:
         raise ValueError(

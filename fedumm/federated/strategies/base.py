@@ -112,11 +112,15 @@ class Strategy:
     ``client_needs_server_state`` / ``client_needs_previous_round`` declare which files the client
     jobs read besides the round's start adapter: the server state of round r − 1, and the client's
     own client state and adapter from the last round it took part in.
+
+    A strategy composes with the robust rules (``fedumm.federated.strategies.robust``) through a
+    ``robust`` field; one without it states why in ``robust_refusal``, which the config's error repeats.
     """
 
     name: ClassVar[str]
     client_needs_server_state: ClassVar[bool] = False
     client_needs_previous_round: ClassVar[bool] = False
+    robust_refusal: ClassVar[str] = ""
 
     def aggregate(
         self,

@@ -84,6 +84,9 @@ class DPFedAvg(Strategy):
     """
 
     name: ClassVar[str] = "dp_fedavg"
+    robust_refusal: ClassVar[str] = (
+        "its privacy accounting assumes the clipped Gaussian mean; a data-dependent selection changes the sensitivity, so the reported ε would be wrong"
+    )
 
     clip_norm: float
     noise_multiplier: float

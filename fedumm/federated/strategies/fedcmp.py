@@ -236,6 +236,9 @@ class FedCMP(Strategy):
     """
 
     name: ClassVar[str] = "fedcmp"
+    robust_refusal: ClassVar[str] = (
+        "its server fuses the clients' updates in a canonical space weighted by their alignment reliability; a robust rule would replace that fusion, which is the method"
+    )
 
     canonical: bool = True
     reliability: bool = True

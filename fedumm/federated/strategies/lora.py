@@ -233,6 +233,9 @@ class LoraFedAvg(Strategy):
     """
 
     name: ClassVar[str] = "lora_fedavg"
+    robust_refusal: ClassVar[str] = (
+        "it aggregates LoRA factors (stacked or as B·A products), not deltas of one shared vector space, so per-client distances and coordinate-wise statistics are undefined"
+    )
 
     mode: str = "exact"
     client_rank: int | None = None

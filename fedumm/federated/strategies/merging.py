@@ -121,6 +121,9 @@ class Merge(Strategy):
     """
 
     name: ClassVar[str] = "merge"
+    robust_refusal: ClassVar[str] = (
+        "TIES and DARE already trim, drop and elect signs over the client task vectors; use method: ties (its trim and sign election) for robustness instead"
+    )
 
     method: str = "task_arithmetic"
     density: float | None = None

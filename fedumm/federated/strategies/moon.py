@@ -16,6 +16,7 @@ from fedumm.federated.strategies.base import (
 )
 from fedumm.federated.strategies.fedavg import FedAvg
 from fedumm.federated.strategies.params import check_real
+from fedumm.federated.strategies.robust import check_robust
 from fedumm.lazy import LazyModule
 
 torch = LazyModule("torch")  # loaded by the jobs that use it, not by the DAG build (fedumm.lazy)
@@ -34,12 +35,14 @@ class Moon(Strategy):
     the representation used). A client that never took part before has no z_prev and trains
     without the term that round (the paper's clients all take part from round 1 and keep
     their initial model as the first previous model; here the term would be a constant).
+    ``robust`` is FedAvg's: a robust rule in place of the server's weighted mean.
     """
 
     name: ClassVar[str] = "moon"
 
     mu: float = 1.0
     temperature: float = 0.5
+    robust: dict | None = None
 
     client_needs_server_state: ClassVar[bool] = False
     client_needs_previous_round: ClassVar[bool] = True
@@ -47,6 +50,7 @@ class Moon(Strategy):
     def __post_init__(self) -> None:
         check_real(self.name, "mu", self.mu, at_least=0)
         check_real(self.name, "temperature", self.temperature, above=0)
+        check_robust(self.robust)
 
     def client_algorithm(self, context: ClientContext) -> ClientAlgorithm:
         if context.previous_weights is None or self.mu == 0:
@@ -60,7 +64,7 @@ class Moon(Strategy):
         server_state: Weights,
         round_index: int,
     ) -> AggregationResult:
-        return FedAvg().aggregate(global_weights, updates, server_state, round_index)
+        return FedAvg(robust=self.robust).aggregate(global_weights, updates, server_state, round_index)
 
 
 # ----------------------------------------------------------------------------- client half

@@ -64,29 +64,35 @@ def krum_scores(deltas: list[Weights], f: int) -> torch.Tensor:
     return squared.sort(dim=1).values[:, : n - f - 2].sum(dim=1)
 
 
+def multi_krum_selection(deltas: list[Weights], f: int, m: int) -> list[int]:
+    """The indices of the m deltas with the best Krum scores, best first (ties: the one listed first).
+
+    The scores are computed once (not recomputed after each pick as in Bulyan).
+    """
+    n = len(deltas)
+    _check_m(m, n)
+    scores = krum_scores(deltas, f)
+    return sorted(range(n), key=lambda k: (float(scores[k]), k))[:m]
+
+
 def krum(deltas: list[Weights], weights: list[float], f: int) -> Weights:
     """Krum (Blanchard et al., 2017, Sec. 4): the delta of the client with the lowest Krum score.
 
     Tolerates f byzantine clients among n > 2f + 2. Example weights play no part; ties go
     to the client listed first.
     """
-    chosen = int(torch.argmin(krum_scores(deltas, f)))
+    (chosen,) = multi_krum_selection(deltas, f, 1)
     return {name: tensor.clone() for name, tensor in deltas[chosen].items()}
 
 
 def multi_krum(deltas: list[Weights], weights: list[float], f: int, m: int | None = None) -> Weights:
     """Multi-Krum (Blanchard et al., 2017, Sec. 5): Σ_{k∈S} p_k Δ_k / Σ_{k∈S} p_k over the m best Krum scores.
 
-    ``m`` defaults to n − f; m = 1 is Krum, and f = 0, m = n is the plain weighted mean. The
-    scores are computed once (not recomputed after each pick as in Bulyan); among equal
-    scores the client listed first is selected.
+    ``m`` defaults to n − f; m = 1 is Krum, and f = 0, m = n is the plain weighted mean.
     """
     n = len(deltas)
     _check_f(f, n, "multi_krum")
-    m = n - f if m is None else m
-    _check_m(m, n)
-    scores = krum_scores(deltas, f)
-    selected = sorted(range(n), key=lambda k: (float(scores[k]), k))[:m]
+    selected = multi_krum_selection(deltas, f, n - f if m is None else m)
     total = sum(weights[k] for k in selected)
     if total <= 0:
         raise ValueError("multi_krum: the selected clients have zero total example weight")
@@ -111,6 +117,12 @@ def median(deltas: list[Weights], weights: list[float]) -> Weights:
     return result
 
 
+def trimmed_count(beta: float, n: int) -> int:
+    """⌊βn⌋, the values the β-trimmed mean drops per coordinate at each end; 1e-9 absorbs float
+    error such as 0.29 × 100 = 28.999999999999996, which should trim 29."""
+    return math.floor(beta * n + 1e-9)
+
+
 def trimmed_mean(deltas: list[Weights], weights: list[float], beta: float) -> Weights:
     """Coordinate-wise β-trimmed mean (Yin et al., 2018, Definition 2), unweighted.
 
@@ -120,8 +132,7 @@ def trimmed_mean(deltas: list[Weights], weights: list[float], beta: float) -> We
     """
     _check_beta(beta)
     n = len(deltas)
-    # 1e-9 absorbs float error such as 0.29 × 100 = 28.999999999999996, which should trim 29.
-    trim = math.floor(beta * n + 1e-9)
+    trim = trimmed_count(beta, n)
     result = {}
     for name in deltas[0]:
         ordered = torch.stack([delta[name].to(torch.float64) for delta in deltas]).sort(dim=0).values
@@ -226,3 +237,19 @@ def combine_deltas(deltas: list[Weights], weights: list[float], robust: dict | N
     check_robust_params(robust)
     params = {key: value for key, value in robust.items() if key != "name"}
     return ROBUST_RULES[robust["name"]](deltas, weights, **params)
+
+
+def robust_selection(deltas: list[Weights], robust: dict) -> dict:
+    """What a robust rule kept and dropped this round, by index into ``deltas``, for aggregate.json:
+    Krum and Multi-Krum their selected clients, norm clipping the clients it scaled down, the
+    trimmed mean how many values it trims per coordinate at each end (the median keeps one or two
+    values per coordinate, so no client is dropped as a whole)."""
+    name, n = robust["name"], len(deltas)
+    if name in ("krum", "multi_krum"):
+        m = 1 if name == "krum" else robust.get("m") or n - robust["f"]
+        return {"selected": multi_krum_selection(deltas, robust["f"], m)}
+    if name == "norm_clip":
+        return {"clipped": [k for k, delta in enumerate(deltas) if global_norm(delta) > robust["max_norm"]]}
+    if name == "trimmed_mean":
+        return {"trimmed_per_coordinate": trimmed_count(robust["beta"], n)}
+    return {}

@@ -51,6 +51,9 @@ class Scaffold(Strategy):
     """
 
     name: ClassVar[str] = "scaffold"
+    robust_refusal: ClassVar[str] = (
+        "its control variates are averaged with the model deltas; a rule that drops or trims deltas but not the Δc_k of the same clients leaves c inconsistent, and byzantine Δc_k would still poison it"
+    )
 
     server_lr: float = 1.0
     num_clients: int | None = None
