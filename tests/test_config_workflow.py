@@ -41,3 +41,15 @@ def test_a_yaml_syntax_error_in_the_config_names_the_file_and_line(tmp_path):
     assert result.returncode != 0
     assert f"config file config/config.yaml, line {at + 2}, column " in result.stdout + result.stderr
     assert f"YAML syntax error: expected ',' or ']', but got ':' (while parsing a flow sequence at line {at + 1})" in result.stdout + result.stderr
+
+
+def test_a_lora_target_the_model_lacks_stops_the_dry_run_naming_the_key(tmp_path):
+    """The model checks run inside `snakemake -n` (workflow/rules/common.smk), before any job."""
+    config = tiny_config()
+    config["defaults"]["lora"]["target_modules"] = ["q_proj", "c_attn"]
+    write_config(tmp_path, config)
+    result = snakemake(tmp_path, "-n", check=False)
+    assert result.returncode != 0
+    assert ("config key 'experiments.fedavg.lora.target_modules': the language model has no module named 'c_attn'"
+            in result.stdout + result.stderr)
+    assert not (tmp_path / ".snakemake" / "fedumm" / "model_checks.json").exists()
