@@ -324,12 +324,9 @@ def prepare(grid: dict, root: Path, directives: bool) -> dict[str, tuple[Path, P
 
 
 def clean(workdir: Path) -> None:
-    """Forget what a previous dry run left (.snakemake holds only locks and metadata for a dry run),
-    except fedumm's remembered model checks (.snakemake/fedumm), which a user's second run finds too:
-    only a grid's first run pays them."""
-    for entry in (workdir / ".snakemake").glob("*"):
-        if entry.name != "fedumm":
-            subprocess.run(["rm", "-rf", str(entry)], check=True)
+    """Forget what a previous dry run left (.snakemake holds only locks and metadata for a dry run).
+    fedumm's passed model checks stay remembered in the user's cache, as for a user's second run."""
+    subprocess.run(["rm", "-rf", str(workdir / ".snakemake")], check=True)
 
 
 def measure_grid(grid: dict, runs: int, env: dict, directives: bool = False) -> dict[str, list[Run]]:

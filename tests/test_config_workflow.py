@@ -4,6 +4,8 @@ Each test is one dry run."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from workflow_util import job_counts, snakemake, tiny_config, write_config
 
@@ -48,8 +50,8 @@ def test_a_lora_target_the_model_lacks_stops_the_dry_run_naming_the_key(tmp_path
     config = tiny_config()
     config["defaults"]["lora"]["target_modules"] = ["q_proj", "c_attn"]
     write_config(tmp_path, config)
-    result = snakemake(tmp_path, "-n", check=False)
+    result = snakemake(tmp_path, "-n", check=False, env={**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")})
     assert result.returncode != 0
     assert ("config key 'experiments.fedavg.lora.target_modules': the language model has no module named 'c_attn'"
             in result.stdout + result.stderr)
-    assert not (tmp_path / ".snakemake" / "fedumm" / "model_checks.json").exists()
+    assert not (tmp_path / "cache" / "fedumm" / "model_checks").exists()

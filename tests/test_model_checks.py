@@ -5,7 +5,6 @@ checks are remembered so that later DAG builds do not import transformers."""
 from __future__ import annotations
 
 import copy
-import json
 
 import pytest
 from workflow_util import TINY_HF_CONFIGS, TINY_MODEL
@@ -24,14 +23,14 @@ def _experiments(default_config, schema, model: dict, **lora) -> dict:
 
 def test_known_targets_pass_and_the_pass_is_remembered(default_config, schema, tmp_path):
     experiments = _experiments(default_config, schema, copy.deepcopy(TINY_MODEL))
-    cache = tmp_path / "checks.json"
+    cache = tmp_path / "checks"
     checks.check_models({"m": TINY_MODEL}, experiments, cache)
-    assert json.loads(cache.read_text())["passed"]
+    assert len(list(cache.iterdir())) == 1
     # A cached pass returns before building anything: a model that cannot be built is not looked at.
     broken = copy.deepcopy(TINY_MODEL)
     broken["language"]["config"]["model_type"] = "no_such_model"
     with pytest.raises(ConfigError):
-        checks.check_models({"m": broken}, experiments, tmp_path / "other.json")
+        checks.check_models({"m": broken}, experiments, tmp_path / "other")
     checks.check_models({"m": TINY_MODEL}, experiments, cache)
 
 
@@ -46,8 +45,8 @@ def test_known_targets_pass_and_the_pass_is_remembered(default_config, schema, t
 def test_unknown_lora_targets_are_refused_naming_the_key(default_config, schema, tmp_path, lora, message):
     experiments = _experiments(default_config, schema, copy.deepcopy(TINY_MODEL), **lora)
     with pytest.raises(ConfigError, match=message):
-        checks.check_models({"m": TINY_MODEL}, experiments, tmp_path / "checks.json")
-    assert not (tmp_path / "checks.json").exists()
+        checks.check_models({"m": TINY_MODEL}, experiments, tmp_path / "checks")
+    assert not (tmp_path / "checks").exists()
 
 
 def test_an_unknown_inline_model_type_is_refused_naming_the_key(default_config, schema, tmp_path):
@@ -55,17 +54,17 @@ def test_an_unknown_inline_model_type_is_refused_naming_the_key(default_config, 
     model["language"]["config"]["model_type"] = "lama"
     experiments = _experiments(default_config, schema, model)
     with pytest.raises(ConfigError, match=r"config key 'models.m.language.config': .*lama"):
-        checks.check_models({"m": model}, experiments, tmp_path / "checks.json")
+        checks.check_models({"m": model}, experiments, tmp_path / "checks")
 
 
 def test_hf_inline_configs_check_targets_and_the_schema_their_model_type(default_config, schema, tmp_path):
     spec = {"family": "hf", "config": copy.deepcopy(TINY_HF_CONFIGS["llava"]),
             "pretrain": {"dataset": "shapes", "split": "public", "steps": 0}}
     experiments = _experiments(default_config, schema, spec, target_modules=["q_proj", "v_proj"])
-    checks.check_models({"m": spec}, experiments, tmp_path / "ok.json")
+    checks.check_models({"m": spec}, experiments, tmp_path / "ok")
     bad = _experiments(default_config, schema, spec, target_modules=["c_attn"])
     with pytest.raises(ConfigError, match=r"'experiments.x.lora.target_modules': the language model has no module named 'c_attn'"):
-        checks.check_models({"m": spec}, bad, tmp_path / "bad.json")
+        checks.check_models({"m": spec}, bad, tmp_path / "bad")
     spec["config"]["model_type"] = "llava_next"
     with pytest.raises(ConfigError, match=r"'models.m.config.model_type': 'llava_next' is not one of \['qwen2_5_vl', 'llava'"):
         _experiments(default_config, schema, spec)

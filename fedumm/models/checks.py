@@ -7,19 +7,22 @@ device: no memory, no weights, well under a second each once transformers is imp
 Components given by a hub ``id`` are checked when it is a local directory; a hub id is checked
 by its ``base_model`` job, which downloads it.
 
-Importing transformers costs seconds, which every ``snakemake`` call would pay: the checks that
-passed are remembered in a cache file keyed by what they read (the model entries, the LoRA
-settings and the transformers version), so only a changed config pays again.
+Importing transformers costs seconds, which every ``snakemake`` call would pay: a check that
+passed is remembered as an empty file in the user's cache (``$XDG_CACHE_HOME/fedumm/model_checks``,
+else ``~/.cache/...``), named by the sha256 of what it read (the model entries, the LoRA settings
+and the transformers version), so only a changed model or LoRA entry pays again, in any workflow
+directory of the machine.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 from fedumm.config import ConfigError
-from fedumm.io import atomic_write_json
+from fedumm.io import atomic_write_bytes
 
 
 def _check_key(models: dict, experiments: dict) -> str:
@@ -31,17 +34,21 @@ def _check_key(models: dict, experiments: dict) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
-def check_models(models: dict, experiments: dict, cache_file: Path) -> None:
+def default_cache_dir() -> Path:
+    """Where passed checks are remembered: ``$XDG_CACHE_HOME/fedumm/model_checks`` (``~/.cache``)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fedumm" / "model_checks"
+
+
+def check_models(models: dict, experiments: dict, cache_dir: Path) -> None:
     """Check every model an experiment uses with that experiment's LoRA targets (see the module
     docstring); a ConfigError names the key."""
-    cache_file = Path(cache_file)
-    key = _check_key(models, experiments)
-    if cache_file.exists() and json.loads(cache_file.read_text()).get("passed") == key:
+    passed = Path(cache_dir) / _check_key(models, experiments)
+    if passed.exists():
         return
     names_by_model = {name: module_names(name, models[name]) for name in sorted({e["model"] for e in experiments.values()})}
     for exp_name, experiment in experiments.items():
         check_lora_targets(f"experiments.{exp_name}.lora", experiment["lora"], names_by_model[experiment["model"]])
-    atomic_write_json(cache_file, {"passed": key})
+    atomic_write_bytes(passed, b"")
 
 
 def check_lora_targets(where: str, lora: dict, names: dict[str, set[str] | None]) -> None:

@@ -21,7 +21,7 @@ EXPERIMENTS = fedumm_config.load_experiments(
 for name, experiment in EXPERIMENTS.items():
     planning.check_exclusions(name, experiment)
 # model_type and LoRA target names, on meta-device models; remembered once passed (transformers costs seconds)
-model_checks.check_models(config["models"], EXPERIMENTS, Path(".snakemake/fedumm/model_checks.json"))
+model_checks.check_models(config["models"], EXPERIMENTS, model_checks.default_cache_dir())
 # Snakemake resolves a round's inputs recursively, about two frames per round: room for long chains.
 sys.setrecursionlimit(max(sys.getrecursionlimit(), 1000 + 4 * max(e["rounds"] for e in EXPERIMENTS.values())))
 
