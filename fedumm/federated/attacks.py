@@ -29,6 +29,7 @@ import math
 import numpy as np
 
 from fedumm.artifacts import Weights
+from fedumm.federated.strategies.robust import global_norm
 from fedumm.lazy import LazyModule
 
 torch = LazyModule("torch")  # loaded by the client jobs that attack, not by the DAG build (fedumm.lazy)
@@ -86,9 +87,8 @@ def attacked_update(start: Weights, trained: Weights, attack: dict, seed: int, r
         generator = torch.Generator().manual_seed(round_seed)
         direction = {name: torch.randn(delta.shape, generator=generator, dtype=torch.float64)
                      for name, delta in deltas.items()}
-        norm = math.sqrt(sum(float(d.square().sum()) for d in deltas.values()))
-        unit = math.sqrt(sum(float(d.square().sum()) for d in direction.values())) or 1.0
-        new = {name: attack["scale"] * norm / unit * d for name, d in direction.items()}
+        scale = attack["scale"] * global_norm(deltas) / (global_norm(direction) or 1.0)
+        new = {name: scale * d for name, d in direction.items()}
     else:
         raise ValueError(f"{kind!r} is not an attack on the update (one of {', '.join(UPDATE_ATTACKS)})")
     return {name: (start[name].to(torch.float64) + new[name]).to(trained[name].dtype) if name in new

@@ -153,17 +153,17 @@ def check_duplicates(updates: list[ClientUpdate], hashes: list[str], reference: 
         first_with.setdefault(digest, update.client)
 
 
-def update_statistics(reference: Weights, updates: list[ClientUpdate]) -> dict[int, dict]:
+def update_statistics(updates: list[ClientUpdate], deltas: list[Weights]) -> dict[int, dict]:
     """Per client: its example weight p_k = n_k / Σ n, its update norm ‖Δ_k‖₂ (all tensors as one
-    vector, Δ_k = w_k − w) and the cosine between Δ_k and the weighted mean update Σ_j p_j Δ_j."""
+    vector; ``deltas`` are the Δ_k = w_k − w) and the cosine between Δ_k and the weighted mean
+    update Σ_j p_j Δ_j."""
     weights = example_weights(updates)
-    deltas = client_deltas(reference, updates)
     norms = [global_norm(delta) for delta in deltas]
-    mean = {name: weighted_average([delta[name] for delta in deltas], weights) for name in reference}
+    mean = {name: weighted_average([delta[name] for delta in deltas], weights) for name in deltas[0]}
     mean_norm = global_norm(mean)
     statistics = {}
     for update, delta, norm, weight in zip(updates, deltas, norms, weights):
-        dot = sum(float((delta[n].double() * mean[n].double()).sum()) for n in reference)
+        dot = sum(float((delta[n].double() * mean[n].double()).sum()) for n in mean)
         cosine = dot / (norm * mean_norm) if norm > 0 and mean_norm > 0 else None
         statistics[update.client] = {"weight": weight, "update_norm": norm, "cosine_to_mean": cosine}
     return statistics
@@ -246,7 +246,8 @@ def aggregate_round(
     updates = [update for update, _ in loaded]
     origin = measurement_origin(reference)
     check_duplicates(updates, [digest for _, digest in loaded], origin)
-    statistics = update_statistics(origin, updates)
+    deltas = client_deltas(origin, updates)
+    statistics = update_statistics(updates, deltas)
     outliers = norm_outliers(statistics, upload_checks["norm_outlier_ratio"])
     if outliers:
         message = (f"round {round_index}: update norm of client(s) {outliers} above "
@@ -282,7 +283,7 @@ def aggregate_round(
         "client_seconds": sum(u.metrics.get("seconds", 0.0) for u in updates),
         "uploads": statistics,
         "outliers": outliers,
-        "robust": robust_summary(strategy_config.get("robust"), origin, updates),
+        "robust": robust_summary(strategy_config.get("robust"), updates, deltas),
         "groups": group_summary(global_weights, updates),
         "code_version": code_version(),
         **result.metrics,
@@ -291,12 +292,12 @@ def aggregate_round(
     return summary
 
 
-def robust_summary(robust: dict | None, reference: Weights, updates: list[ClientUpdate]) -> dict | None:
+def robust_summary(robust: dict | None, updates: list[ClientUpdate], deltas: list[Weights]) -> dict | None:
     """The robust rule's name and what it kept or dropped, by client id (``robust_selection``)."""
     if not robust:
         return None
     clients = [u.client for u in updates]
-    selection = robust_selection(client_deltas(reference, updates), robust)
+    selection = robust_selection(deltas, robust)
     by_client = {key: [clients[i] for i in value] if isinstance(value, list) else value
                  for key, value in selection.items()}
     return {"name": robust["name"], **by_client}
