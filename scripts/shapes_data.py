@@ -14,5 +14,6 @@ with log_to(snakemake.log[0]) as log:
         image_size=spec["image_size"],
         shard_size=spec["shard_size"],
         classify_fraction=spec["classify_fraction"],
+        generate_fraction=spec.get("generate_fraction", 0.0),
     )
     log.info("samples per split: %s", card["num_samples"])

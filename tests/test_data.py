@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import webdataset as wds
 
-from fedumm.data import shapes, shards
+from fedumm.data import shapes, shapes_world, shards
 
 SPLITS = {"train": 60, "val": 10, "test": 20}
 SHARD_SIZE = 25
@@ -107,7 +107,7 @@ def test_record_schema(records: dict[str, list[dict]]) -> None:
             assert r["label"] == r["objects"][0]["shape"]
             assert r["box"] == r["objects"][0]["box"]
             assert r["box_shape"] == f"{r['objects'][0]['color']} {r['objects'][0]['shape']}"
-            assert r["domain"] in shapes.DOMAINS
+            assert r["domain"] in shapes_world.DOMAINS
             assert 1 <= len(r["objects"]) <= 3
             assert len({o["position"] for o in r["objects"]}) == len(r["objects"])
 
@@ -136,7 +136,7 @@ def test_answers_are_true_for_the_question(records: dict[str, list[dict]]) -> No
         elif r["question_type"] == "where is the":
             assert r["question"] == f"where is the {main['shape']} ?" and answer == main["position"]
         elif r["question_type"] == "how many":
-            singular = {plural: shape for shape, plural in shapes.PLURALS.items()}
+            singular = {plural: shape for shape, plural in shapes_world.PLURALS.items()}
             noun = r["question"].split()[2]
             if noun == "shapes":
                 assert answer == str(len(r["objects"]))
@@ -163,7 +163,7 @@ def test_main_object_is_unique_and_largest(records: dict[str, list[dict]]) -> No
 
 def test_image_shows_the_described_colours(dataset: tuple[Path, dict]) -> None:
     out_dir, _ = dataset
-    palette = np.array(list(shapes.COLORS.values()), dtype=float)
+    palette = np.array(list(shapes_world.COLORS.values()), dtype=float)
     for sample in shards.read_samples(_paths(out_dir, "train", SPLITS["train"])):
         pixels = np.asarray(sample["image"], dtype=float)
         assert pixels.shape == (64, 64, 3)
@@ -173,7 +173,7 @@ def test_image_shows_the_described_colours(dataset: tuple[Path, dict]) -> None:
             assert 0 <= x0 < x1 <= 64 and 0 <= y0 < y1 <= 64
             cx, cy = (x0 + x1) // 2, (y0 + y1) // 2
             centre = pixels[cy - 1 : cy + 2, cx - 1 : cx + 2].reshape(-1, 3)
-            assert np.all(centre == shapes.COLORS[obj["color"]]), (sample["id"], obj)
+            assert np.all(centre == shapes_world.COLORS[obj["color"]]), (sample["id"], obj)
             background[y0:y1, x0:x1] = False
         # Every background pixel is far from every shape colour.
         distances = np.linalg.norm(pixels[background][:, None, :] - palette[None], axis=2)
@@ -207,8 +207,8 @@ def test_make_sample_is_deterministic_and_balanced() -> None:
     yes_no = [r["multiple_choice_answer"] for r in records if r["answer_type"] == "yes/no"]
     assert 0.35 < yes_no.count("yes") / len(yes_no) < 0.65
     assert 0.10 < sum(r["task"] == "classify" for r in records) / len(records) < 0.20
-    assert set(r["domain"] for r in records) == set(shapes.DOMAINS)
-    assert set(r["label"] for r in records) == set(shapes.SHAPES)
+    assert set(r["domain"] for r in records) == set(shapes_world.DOMAINS)
+    assert set(r["label"] for r in records) == set(shapes_world.SHAPES)
     never = [shapes.make_sample("x", i, 0, classify_fraction=0.0)[0]["task"] for i in range(50)]
     assert set(never) == {"vqa"}
 
@@ -271,3 +271,23 @@ def test_generate_rejects_bad_arguments(tmp_path: Path, kwargs: dict, message: s
     with pytest.raises(ValueError, match=message):
         shapes.generate_shapes(**arguments)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_generate_records_cover_every_geneval_skill_and_their_images_satisfy_the_prompt() -> None:
+    from fedumm.data.geneval import SKILLS
+    from fedumm.evaluation.geneval import detect, evaluate_image
+
+    samples = [shapes.make_sample("train", i, seed=3, generate_fraction=0.5) for i in range(200)]
+    generated = [(record, image) for record, image in samples if record["task"] == "generate"]
+    assert 70 < len(generated) < 130
+    assert {record["geneval"]["tag"] for record, _ in generated} == set(SKILLS)
+    for record, image in generated:
+        assert set(record) == {"id", "split", "task", "prompt", "geneval", "label", "domain", "objects"}
+        assert record["prompt"] == record["geneval"]["prompt"]
+        assert evaluate_image(detect(image), record["geneval"]) == (True, ""), record["prompt"]
+    counts = [record["geneval"]["include"][0]["count"] for record, _ in generated if record["geneval"]["tag"] == "counting"]
+    assert set(counts) == {2, 3, 4}
+    # Without generation records no draw is spent on them: the data is that of a dataset without the key.
+    assert shapes.make_sample("train", 5, seed=3, generate_fraction=0.0)[0] == shapes.make_sample("train", 5, seed=3)[0]
+    with pytest.raises(ValueError, match="generate_fraction must be in"):
+        shapes.generate_shapes(Path("unused"), {"train": 1}, seed=0, generate_fraction=1.0)

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from workflow_util import TINY_HF_CONFIGS
 
 from fedumm.data.geneval import benchmark_prompts
-from fedumm.data.shapes import render_image
+from fedumm.data.shapes_world import render_image
 from fedumm.models.architectures import ARCHITECTURES
 from fedumm.models.families.hf import tiny_config
 from fedumm.models.generation import drop_prompts, generation_loss, sample_codes

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from fedumm.data.geneval import SKILLS, benchmark_prompts, sample_scene
-from fedumm.data.shapes import DOMAINS, render_image
+from fedumm.data.shapes_world import DOMAINS, render_image
 from fedumm.evaluation.geneval import (
     Detection,
     detect,

@@ -5,7 +5,7 @@ objects, counting, colours, relative position and colour attribution, from promp
 of two benches" with metadata that says what a correct image holds. Here the objects are the shapes
 of ``fedumm.data.shapes`` (five shapes, seven colours) on its 3×3 grid over its four backgrounds, so
 that an analytic detector (``fedumm.evaluation.geneval``) can apply GenEval's rules exactly. A scene
-is a list of objects with one grid cell each; its image is drawn by ``fedumm.data.shapes.render_image``.
+is a list of objects with one grid cell each; its image is drawn by ``fedumm.data.shapes_world.render_image``.
 
 The metadata follows GenEval's ``evaluation_metadata.jsonl``: ``tag`` (the skill), ``include`` (a
 list of ``{"class", "count"}`` with optional ``"color"`` and ``"position": [relation, index]``, the
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fedumm.data.shapes import COLORS, DOMAINS, PLURALS, SHAPES, position_name
+from fedumm.data.shapes_world import COLORS, DOMAINS, PLURALS, SHAPES, position_name
 
 SKILLS: tuple[str, ...] = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
 """GenEval's tasks, by its tag names."""

@@ -29,7 +29,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from fedumm.data.shards import (
     check_count,
@@ -39,30 +39,17 @@ from fedumm.data.shards import (
     value_counts,
     write_shard,
 )
+from fedumm.data.geneval import SKILLS, sample_scene
+from fedumm.data.shapes_world import (
+    COLORS,
+    DOMAINS,
+    PLURALS,
+    SHAPES,
+    position_name,
+    render_image,
+)
 from fedumm.io import atomic_write_json
 
-SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "diamond", "cross")
-PLURALS: dict[str, str] = {
-    "circle": "circles",
-    "square": "squares",
-    "triangle": "triangles",
-    "diamond": "diamonds",
-    "cross": "crosses",
-}
-# Saturated or bright colours; every background below stays darker than ~105
-# per channel, so each colour contrasts with every domain.
-COLORS: dict[str, tuple[int, int, int]] = {
-    "red": (220, 40, 40),
-    "green": (40, 190, 60),
-    "blue": (50, 100, 240),
-    "yellow": (235, 220, 50),
-    "purple": (160, 70, 210),
-    "orange": (245, 140, 30),
-    "white": (240, 240, 240),
-}
-ROWS: tuple[str, ...] = ("top", "middle", "bottom")
-COLUMNS: tuple[str, ...] = ("left", "center", "right")
-DOMAINS: tuple[str, ...] = ("plain", "noise", "stripes", "checker")
 DOMAIN_WORDS: dict[str, str] = {
     "plain": "plain",
     "noise": "noisy",
@@ -80,13 +67,6 @@ MAX_SPLIT_SIZE = 1_000_000
 # The split name ends up in sample keys: no "-" (the id separator) and no "."
 # (webdataset takes everything before the first dot of a member name as key).
 _SPLIT_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
-
-
-def position_name(row: int, column: int) -> str:
-    """Words for a 3×3 grid cell, e.g. (0, 0) -> "top left", (1, 1) -> "center"."""
-    if (row, column) == (1, 1):
-        return "center"
-    return f"{ROWS[row]} {COLUMNS[column]}"
 
 
 def sample_id(split: str, index: int) -> str:
@@ -138,63 +118,6 @@ def sample_objects(rng: np.random.Generator, image_size: int) -> list[dict]:
             }
         )
     return objects
-
-
-def render_background(domain: str, image_size: int, rng: np.random.Generator) -> np.ndarray:
-    """Dark background of a visual domain with a random tint, as uint8 (H, W, 3)."""
-    tint = rng.integers(-12, 13, size=3)
-    y, x = np.mgrid[0:image_size, 0:image_size]
-    if domain == "plain":
-        gray = np.full((image_size, image_size), float(rng.integers(30, 71)))
-    elif domain == "noise":
-        gray = rng.integers(35, 61) + rng.normal(0.0, 14.0, size=(image_size, image_size))
-    elif domain in ("stripes", "checker"):
-        dark = int(rng.integers(25, 50))
-        light = dark + int(rng.integers(20, 41))
-        if domain == "stripes":
-            width = int(rng.integers(3, 7))
-            coordinate = (y, x, x + y)[int(rng.integers(0, 3))]
-            band = (coordinate // width) % 2
-        else:
-            cell = int(rng.integers(4, 9))
-            band = (x // cell + y // cell) % 2
-        gray = np.where(band == 1, light, dark).astype(float)
-    else:
-        raise ValueError(f"domain must be one of {DOMAINS}, got {domain!r}")
-    return np.clip(gray[..., None] + tint, 0, 255).astype(np.uint8)
-
-
-def draw_shape(draw: ImageDraw.ImageDraw, shape: str, box: list[int], color: tuple[int, int, int]) -> None:
-    """Draw a filled shape that spans ``box`` (exclusive right/bottom edge)."""
-    x0, y0, x1, y1 = box
-    right, bottom = x1 - 1, y1 - 1  # PIL's drawing coordinates are inclusive
-    cx, cy = (x0 + right) / 2, (y0 + bottom) / 2
-    if shape == "circle":
-        draw.ellipse([x0, y0, right, bottom], fill=color)
-    elif shape == "square":
-        draw.rectangle([x0, y0, right, bottom], fill=color)
-    elif shape == "triangle":
-        draw.polygon([(cx, y0), (right, bottom), (x0, bottom)], fill=color)
-    elif shape == "diamond":
-        draw.polygon([(cx, y0), (right, cy), (cx, bottom), (x0, cy)], fill=color)
-    elif shape == "cross":
-        size = x1 - x0
-        arm = max(3, round(size / 3))
-        a = x0 + (size - arm) // 2
-        b = y0 + (size - arm) // 2
-        draw.rectangle([a, y0, a + arm - 1, bottom], fill=color)
-        draw.rectangle([x0, b, right, b + arm - 1], fill=color)
-    else:
-        raise ValueError(f"shape must be one of {SHAPES}, got {shape!r}")
-
-
-def render_image(objects: list[dict], domain: str, image_size: int, rng: np.random.Generator) -> Image.Image:
-    """RGB image of ``objects`` over a ``domain`` background."""
-    image = Image.fromarray(render_background(domain, image_size, rng))
-    draw = ImageDraw.Draw(image)
-    for obj in objects:
-        draw_shape(draw, obj["shape"], obj["box"], COLORS[obj["color"]])
-    return image
 
 
 def caption_for(objects: list[dict], domain: str) -> str:
@@ -318,11 +241,37 @@ def most_frequent_answer(answers: list[dict], true_answer: str) -> str:
     return true_answer if true_answer in tied else min(tied)
 
 
+def make_generation_sample(split: str, index: int, rng: np.random.Generator, image_size: int) -> tuple[dict, Image.Image]:
+    """A ``generate`` record (prompt -> image): a GenEval-style prompt of a uniformly drawn skill
+    (``fedumm.data.geneval``), its metadata under ``geneval`` and the image of a scene that satisfies it."""
+    skill = SKILLS[int(rng.integers(0, len(SKILLS)))]
+    scene = sample_scene(skill, rng, image_size)
+    image = render_image(scene["objects"], scene["domain"], image_size, rng)
+    record = {
+        "id": sample_id(split, index),
+        "split": split,
+        "task": "generate",
+        "prompt": scene["prompt"],
+        "geneval": scene["metadata"],
+        "label": scene["metadata"]["include"][0]["class"],
+        "domain": scene["domain"],
+        "objects": scene["objects"],
+    }
+    return record, image
+
+
 def make_sample(
-    split: str, index: int, seed: int, image_size: int = 64, classify_fraction: float = 0.15
+    split: str, index: int, seed: int, image_size: int = 64, classify_fraction: float = 0.15,
+    generate_fraction: float = 0.0,
 ) -> tuple[dict, Image.Image]:
-    """The record and image of sample ``index`` of ``split``; a pure function of its arguments."""
+    """The record and image of sample ``index`` of ``split``; a pure function of its arguments.
+
+    With ``generate_fraction`` > 0 that share of samples are ``generate`` records
+    (:func:`make_generation_sample`); at 0 no draw is spent on it, so the data is unchanged.
+    """
     rng = _sample_rng(seed, split, index)
+    if generate_fraction > 0 and rng.random() < generate_fraction:
+        return make_generation_sample(split, index, rng, image_size)
     task = "classify" if rng.random() < classify_fraction else "vqa"
     domain = DOMAINS[int(rng.integers(0, len(DOMAINS)))]
     objects = sample_objects(rng, image_size)
@@ -351,7 +300,8 @@ def make_sample(
 
 
 def _check_generate_args(
-    splits: dict[str, int], seed: int, image_size: int, shard_size: int, classify_fraction: float
+    splits: dict[str, int], seed: int, image_size: int, shard_size: int, classify_fraction: float,
+    generate_fraction: float,
 ) -> None:
     if not splits:
         raise ValueError("splits must name at least one split, got {}")
@@ -370,6 +320,8 @@ def _check_generate_args(
     check_positive("shard_size", shard_size)
     if not 0.0 <= classify_fraction <= 1.0:
         raise ValueError(f"classify_fraction must be in [0, 1], got {classify_fraction!r}")
+    if not 0.0 <= generate_fraction < 1.0:
+        raise ValueError(f"generate_fraction must be in [0, 1), got {generate_fraction!r}")
 
 
 def generate_shapes(
@@ -379,6 +331,7 @@ def generate_shapes(
     image_size: int = 64,
     shard_size: int = 1000,
     classify_fraction: float = 0.15,
+    generate_fraction: float = 0.0,
 ) -> dict:
     """Write the shapes dataset as webdataset shards plus ``card.json``; return the card.
 
@@ -386,7 +339,7 @@ def generate_shapes(
     holds the generation arguments, sample counts, shard names and, per split,
     :func:`value_counts` over :data:`CARD_FIELDS`.
     """
-    _check_generate_args(splits, seed, image_size, shard_size, classify_fraction)
+    _check_generate_args(splits, seed, image_size, shard_size, classify_fraction, generate_fraction)
     out_dir = Path(out_dir)
     card: dict = {
         "name": "shapes",
@@ -394,6 +347,7 @@ def generate_shapes(
         "image_size": image_size,
         "shard_size": shard_size,
         "classify_fraction": classify_fraction,
+        "generate_fraction": generate_fraction,
         "num_samples": dict(splits),
         "shards": {},
         "value_counts": {},
@@ -403,7 +357,7 @@ def generate_shapes(
         records: list[dict] = []
         for k, path in enumerate(paths):
             samples = [
-                make_sample(split, i, seed, image_size, classify_fraction)
+                make_sample(split, i, seed, image_size, classify_fraction, generate_fraction)
                 for i in range(k * shard_size, min(n, (k + 1) * shard_size))
             ]
             write_shard(path, samples)

@@ -105,12 +105,14 @@ def write_encoded_shard(path: Path, samples: Iterable[tuple[dict, str, bytes]]) 
 
 
 def value_counts(records: Iterable[dict], fields: Iterable[str] = CARD_FIELDS) -> dict[str, dict[str, int]]:
-    """Per field, the number of records per value (values sorted)."""
+    """Per field, the number of records per value (values sorted); a record without the field (a
+    ``generate`` record has no answer) is not counted in it."""
     fields = tuple(fields)
     counters: dict[str, Counter] = {f: Counter() for f in fields}
     for record in records:
         for f in fields:
-            counters[f][record[f]] += 1
+            if f in record:
+                counters[f][record[f]] += 1
     return {f: dict(sorted(c.items())) for f, c in counters.items()}
 
 
@@ -167,18 +169,18 @@ def read_samples(shards: Iterable[Path], ids: set[str] | None = None) -> list[di
 
 
 def vocabulary(records: Iterable[dict]) -> list[str]:
-    """Sorted unique whitespace-separated words of questions, all answers, captions and labels.
+    """Sorted unique whitespace-separated words of questions, all answers, captions, labels and
+    the prompts of ``generate`` records.
 
     Captions are ``caption`` plus, when a record has them, every reference in ``captions``.
     """
     words: set[str] = set()
     for record in records:
-        words.update(record["question"].split())
-        words.update(record["caption"].split())
+        for key in ("question", "caption", "label", "prompt"):
+            words.update(record.get(key, "").split())
         for caption in record.get("captions", ()):
             words.update(caption.split())
-        words.update(record["label"].split())
-        for answer in record["answers"]:
+        for answer in record.get("answers", ()):
             words.update(answer["answer"].split())
     return sorted(words)
 

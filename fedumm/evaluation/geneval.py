@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from fedumm.data.geneval import SKILLS
-from fedumm.data.shapes import COLORS, SHAPES, draw_shape
+from fedumm.data.shapes_world import COLORS, SHAPES, draw_shape
 
 DETECTION_THRESHOLD = 0.3
 COUNTING_THRESHOLD = 0.9

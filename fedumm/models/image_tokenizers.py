@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from fedumm.data.geneval import _place
-from fedumm.data.shapes import COLORS, SHAPES, render_image
+from fedumm.data.shapes_world import COLORS, SHAPES, render_image
 from fedumm.evaluation.geneval import detect
 
 
