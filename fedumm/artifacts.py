@@ -55,6 +55,8 @@ def client_index_name(client: int) -> str:
 
 
 CLIENT_INDEX = re.compile(r"^client_(\d+)\.json$")
+GENERATION_IDS = "generation_ids"
+"""Key of a client index file listing its text-to-image training ids (``fedumm.partition.rounds``)."""
 
 
 def read_weights(path: Path) -> Weights:

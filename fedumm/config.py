@@ -18,6 +18,7 @@ import jsonschema
 import yaml
 
 from fedumm.federated import attacks, strategies
+from fedumm.models.architectures import ARCHITECTURES
 from fedumm.partition.schemes import cluster_size_cap
 
 EXPERIMENT_KINDS = ("federated", "centralized", "local")
@@ -26,7 +27,8 @@ CLIENT_METRICS = (
     "bytes_uploaded", "seconds",
 )
 """The numeric keys of every client's metrics.json (``fedumm.federated.client.train_client``), which
-``fedumm_fusion``'s ``metric`` may name; ``trained_groups`` and ``bytes_uploaded_by_group`` are not numbers."""
+``fedumm_fusion``'s ``metric`` may name; ``trained_groups``, ``bytes_uploaded_by_group`` and
+``num_samples_by_modality`` are not numbers."""
 
 
 class ConfigError(ValueError):
@@ -268,6 +270,12 @@ def _check_experiment(name: str, experiment: dict, config: dict) -> None:
             f"config key '{where}.strategy.metric': clients write no numeric metric {strategy.metric!r} "
             f"to metrics.json; use one of {', '.join(CLIENT_METRICS)} (e.g. val_score)"
         )
+    if model.get("generation") and strategy.modality_refusal:
+        raise ConfigError(
+            f"config key '{where}.strategy': model {experiment['model']!r} generates images, so its understanding "
+            f"and generation adapters are aggregated separately, which {experiment['strategy']['name']!r} does not "
+            f"support: {strategy.modality_refusal}"
+        )
     _check_robust_clients(where, experiment)
     _check_exclude(where, experiment)
     _check_attack(where, experiment)
@@ -475,6 +483,14 @@ def _check_hf_model(name: str, model: dict) -> None:
                           "vocabulary of that dataset; `steps: 0` builds it without training)")
     if "id" in model and "pretrain" in model:
         raise ConfigError(f"{where}.pretrain': a checkpoint from `id` is used as it is; pretraining is for inline configs")
+    model_type = model.get("config", {}).get("model_type")
+    if "generation" in model and model_type is not None and not ARCHITECTURES[model_type].generation:
+        generating = sorted(name for name, architecture in ARCHITECTURES.items() if architecture.generation)
+        raise ConfigError(f"{where}.generation': {model_type} does not generate images (models that do: "
+                          f"{', '.join(generating)})")
+    if "generate" in (model.get("pretrain") or {}).get("tasks", ()) and "generation" not in model:
+        raise ConfigError(f"{where}.pretrain.tasks': `generate` trains the generation path, which needs the "
+                          "model's `generation` block")
 
 
 def _check_model(name: str, model: dict, config: dict) -> None:

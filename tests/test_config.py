@@ -125,7 +125,7 @@ def test_client_metrics_are_the_numeric_keys_clients_write():
         if isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] == ["metrics"]
         and isinstance(node.value, ast.Dict)
     )
-    assert sorted(CLIENT_METRICS) == sorted(set(written) - {"trained_groups", "bytes_uploaded_by_group"})
+    assert sorted(CLIENT_METRICS) == sorted(set(written) - {"trained_groups", "bytes_uploaded_by_group", "num_samples_by_modality"})
 
 
 def test_sweep_expands_the_product(default_config, schema):

@@ -32,6 +32,7 @@ import numpy as np
 from PIL import Image
 
 from fedumm.data.shards import (
+    GENERATE_TASK,
     check_count,
     check_positive,
     shard_paths,
@@ -250,7 +251,7 @@ def make_generation_sample(split: str, index: int, rng: np.random.Generator, ima
     record = {
         "id": sample_id(split, index),
         "split": split,
-        "task": "generate",
+        "task": GENERATE_TASK,
         "prompt": scene["prompt"],
         "geneval": scene["metadata"],
         "label": scene["metadata"]["include"][0]["class"],

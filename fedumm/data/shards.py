@@ -29,6 +29,8 @@ CARD_FIELDS: tuple[str, ...] = (
     "domain",
     "multiple_choice_answer",
 )
+GENERATE_TASK = "generate"
+"""The ``task`` of a text-to-image record: a ``prompt`` and its image (``fedumm.data.geneval``)."""
 RECORD_KEYS: frozenset[str] = frozenset(
     {
         "id",

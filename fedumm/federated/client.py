@@ -34,7 +34,7 @@ from fedumm.evaluation import evaluate
 from fedumm.federated import attacks, strategies
 from fedumm.federated.strategies.base import ClientContext
 from fedumm.models import adapters, batches, families
-from fedumm.models.groups import parameter_group
+from fedumm.models.groups import GROUP_MODALITY, parameter_group
 from fedumm.models.training import OptimConfig, configure_torch, learning_rates, train
 from fedumm.partition import rounds
 
@@ -123,6 +123,32 @@ def group_upload_sizes(state: dict, trained: set[str]) -> dict[str, int]:
     return {group: len(save(tensors)) for group, tensors in by_group.items()}
 
 
+def trained_groups_with_data(groups: list[str], counts: dict[str, int]) -> list[str]:
+    """The round's groups whose modality this client has training records of: a client without
+    text-to-image records leaves the generation adapter as it received it (and uploads none of it)."""
+    with_data = [group for group in groups if counts[GROUP_MODALITY[group]] > 0]
+    if not with_data:
+        raise ValueError(f"the client has no training records for the groups of this round ({', '.join(groups)}); "
+                         f"its records by modality: {counts}")
+    return with_data
+
+
+def counts_toward(modality: str, groups: list[str]) -> bool:
+    """Whether records of ``modality`` train one of ``groups``."""
+    return any(GROUP_MODALITY[group] == modality for group in groups)
+
+
+def modality_parameters(trained: dict, groups: list[str]) -> dict[str, set[int]] | None:
+    """Ids of each modality's trained parameters, so that a batch trains only its modality's adapter
+    (``fedumm.models.training.train``); None when the client trains understanding groups only."""
+    if "generation" not in groups:
+        return None
+    by_modality: dict[str, set[int]] = {"understanding": set(), "generation": set()}
+    for name, param in trained.items():
+        by_modality[GROUP_MODALITY[parameter_group(name)]].add(id(param))
+    return by_modality
+
+
 def read_client_context(inputs: ClientInputs, rates: list[float], seed: int, train_batches) -> ClientContext:
     """What a client half may read: the start adapter, and the files its strategy asked for."""
     previous = inputs.previous_client_dir
@@ -157,15 +183,19 @@ def train_client(inputs: ClientInputs, job: ClientJob, out_dir: Path) -> dict:
         model_inputs[split] = base.family.inputs(base, inputs.shards[split], set(ids), feature_file=feature_file)
 
     training = job.training
-    train_records = records_by_split["train"]
+    counts = batches.modality_counts(records_by_split["train"])
+    groups = trained_groups_with_data(job.groups, counts)
+    train_records = [record for record in records_by_split["train"]
+                     if counts_toward(batches.record_modality(record), groups)]
     if job.attack and job.attack["kind"] in attacks.DATA_ATTACKS:
         train_records = attacks.flipped_labels(train_records, job.attack["seed"])
     train_inputs = model_inputs["train"]
     examples = train_inputs.examples(train_records)
+    modalities = [batches.task_modality(example.get("task", "")) for example in examples]
     steps = batches.steps_for(len(examples), training.batch_size, training.local_epochs, training.local_steps)
     stream = (
         train_inputs.collate([examples[i] for i in indices])
-        for indices in batches.shuffled_batches(len(examples), training.batch_size, steps, job.seed)
+        for indices in batches.modality_batches(modalities, training.batch_size, steps, job.seed)
     )
 
     def train_batches():
@@ -176,17 +206,20 @@ def train_client(inputs: ClientInputs, job: ClientJob, out_dir: Path) -> dict:
     context = read_client_context(inputs, learning_rates(training.optim, steps), job.seed, train_batches)
     algorithm = strategies.build(job.strategy).client_algorithm(context)
     peft_model = algorithm.load_model(base.model, inputs.start_adapter)
-    adapters.trainable_groups(peft_model, set(job.groups))
+    adapters.trainable_groups(peft_model, set(groups))
     peft_model.to(device)
     algorithm.prepare(peft_model)
-    trained = {name for name, param in adapters.adapter_parameters(peft_model).items() if param.requires_grad}
+    trained_parameters = {name: param for name, param in adapters.adapter_parameters(peft_model).items()
+                          if param.requires_grad}
+    trained = set(trained_parameters)
     losses = train(peft_model, stream, steps, training.optim, device, description=f"client {out_dir.name}",
-                   hooks=[algorithm])
+                   hooks=[algorithm], modality_parameters=modality_parameters(trained_parameters, groups))
     client_state = algorithm.finish(peft_model)
 
+    val_records = batches.understanding_records(records_by_split["val"])
     val_scores = evaluate.evaluate_records(
-        peft_model, model_inputs["val"], records_by_split["val"], job.eval_config, device
-    ) if records_by_split["val"] else None
+        peft_model, model_inputs["val"], val_records, job.eval_config, device
+    ) if val_records else None
 
     peft_model.cpu()
     adapters.save_adapter(peft_model, out_dir)
@@ -198,14 +231,15 @@ def train_client(inputs: ClientInputs, job: ClientJob, out_dir: Path) -> dict:
     write_weights(out_dir / CLIENT_STATE, client_state_tensors(client_state.local, client_state.upload))
     metrics = {
         "num_samples": len(train_records),
+        "num_samples_by_modality": batches.modality_counts(train_records),
         "steps": steps,
         "train_loss": sum(losses) / len(losses),
         "train_loss_last": losses[-1],
         "val_vqa_accuracy": val_scores["vqa"]["accuracy"] if val_scores and val_scores["vqa"] else None,
         # The primary score of the validation split (fedumm.evaluation.scores.primary_metric), for non-VQA data.
         "val_score": val_scores["score"] if val_scores else None,
-        "val_samples": len(records_by_split["val"]),
-        "trained_groups": job.groups,
+        "val_samples": len(val_records),
+        "trained_groups": groups,
         "bytes_uploaded": upload_size(adapter_state, trained, client_state.upload),
         "bytes_uploaded_by_group": group_upload_sizes(adapter_state, trained),
         "seconds": time.perf_counter() - started,

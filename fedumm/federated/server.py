@@ -37,6 +37,7 @@ from fedumm.artifacts import (
     write_weights,
 )
 from fedumm.federated import strategies
+from fedumm.federated.modalities import aggregate_by_modality
 from fedumm.federated.strategies.base import (
     ClientUpdate,
     client_deltas,
@@ -47,7 +48,7 @@ from fedumm.federated.strategies.lora import rescaled_lora_alpha
 from fedumm.federated.strategies.robust import global_norm, robust_selection
 from fedumm.io import atomic_path, atomic_write_json
 from fedumm.models.groups import parameter_group
-from fedumm.partition.rounds import round_train_ids
+from fedumm.partition.rounds import round_modality_sizes
 from fedumm.reports.lineage import code_version
 
 log = logging.getLogger(__name__)
@@ -206,10 +207,10 @@ def _mean(values: list) -> float | None:
     return sum(present) / len(present) if present else None
 
 
-def partition_sizes(partition_dir: Path, clients: list[int], round_index: int) -> dict[int, int]:
-    """Each client's training examples in ``round_index``, from its partition index file."""
+def partition_modality_sizes(partition_dir: Path, clients: list[int], round_index: int) -> dict[int, dict[str, int]]:
+    """Each client's training examples per modality in ``round_index``, from its partition index file."""
     return {
-        k: len(round_train_ids(json.loads((partition_dir / client_index_name(k)).read_text()), round_index))
+        k: round_modality_sizes(json.loads((partition_dir / client_index_name(k)).read_text()), round_index)
         for k in clients
     }
 
@@ -238,7 +239,8 @@ def aggregate_round(
     strategy = strategies.build(strategy_config)
     reference = strategy.update_reference(global_weights)
     start_sha256 = file_sha256(previous_global / ADAPTER_WEIGHTS)
-    sizes = partition_sizes(partition_dir, sorted(client_dirs), round_index)
+    modality_sizes = partition_modality_sizes(partition_dir, sorted(client_dirs), round_index)
+    sizes = {k: sum(counts.values()) for k, counts in modality_sizes.items()}
     loaded = [
         load_update(path, reference, ExpectedUpload(experiment, round_index, k, start_sha256, sizes[k]))
         for k, path in sorted(client_dirs.items())
@@ -258,7 +260,8 @@ def aggregate_round(
     for k in outliers:
         statistics[k]["outlier"] = True
 
-    result = strategy.aggregate(global_weights, updates, read_weights(previous_state), round_index)
+    result = aggregate_by_modality(strategy, global_weights, updates, read_weights(previous_state), round_index,
+                                   modality_sizes)
     for name, tensor in result.weights.items():
         if not torch.isfinite(tensor).all():
             raise ValueError(f"round {round_index}: aggregation produced non-finite values in {name}")

@@ -10,7 +10,12 @@ Every record names its task in ``task``:
   ``multiple_choice_answer`` (for ``ground``, the box written as text, ``fedumm.evaluation.grounding``);
 * ``caption``: the prompt is the captioning prompt (``fedumm.models.text.format_prompt(None)``) and the
   targets are the reference captions, ``captions`` (a list) or ``caption``; as in COCO caption
-  training, each (image, reference) pair is one example.
+  training, each (image, reference) pair is one example;
+* ``generate`` (text-to-image): the prompt is the record's ``prompt`` and the target its image, as the
+  codes of an image tokenizer; only a family that generates (``fedumm.models.generation``) trains on it.
+
+A task's *modality* (FedUMM §3.4) says which adapter it trains: ``generation`` for ``generate``,
+``understanding`` for every other task.
 """
 
 from __future__ import annotations
@@ -22,12 +27,18 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from fedumm.data.shards import read_samples
+from fedumm.data.shards import GENERATE_TASK, read_samples
 from fedumm.models import features, text
+from fedumm.models.groups import MODALITIES
 
 QUESTION_TASKS: frozenset[str] = frozenset({"vqa", "classify", "ground"})
 """Tasks whose prompt is the record's question and whose target is its ``multiple_choice_answer``."""
-TASKS: frozenset[str] = QUESTION_TASKS | {"caption"}
+GENERATE = GENERATE_TASK
+TASKS: frozenset[str] = QUESTION_TASKS | {"caption", GENERATE}
+
+
+def task_modality(task: str) -> str:
+    return "generation" if task == GENERATE else "understanding"
 
 
 def record_task(record: Mapping) -> str:
@@ -49,6 +60,23 @@ def caption_references(record: Mapping) -> list[str]:
     return list(references)
 
 
+def record_modality(record: Mapping) -> str:
+    return task_modality(record_task(record))
+
+
+def modality_counts(records: Sequence[Mapping]) -> dict[str, int]:
+    """The number of ``records`` of each modality (every modality listed, zeros included)."""
+    counts = dict.fromkeys(MODALITIES, 0)
+    for record in records:
+        counts[record_modality(record)] += 1
+    return counts
+
+
+def understanding_records(records: Sequence[Mapping]) -> list:
+    """The records a model answers (every task but ``generate``)."""
+    return [record for record in records if record_task(record) != GENERATE]
+
+
 def prompt_question(record: Mapping) -> str | None:
     """What the prompt of the record's own task shows: its question, or None (captioning prompt)."""
     return None if record_task(record) == "caption" else record["question"]
@@ -59,6 +87,9 @@ def targets_of(record: Mapping, task: str) -> list[tuple[str | None, str]]:
     ``caption``, the question and its ``multiple_choice_answer`` for the question tasks."""
     if task == "caption":
         return [(None, caption) for caption in caption_references(record)]
+    if task == GENERATE or record.get("task") == GENERATE:
+        raise ValueError(f"record {record.get('id')!r}: text-to-image records are trained through the "
+                         "generation path of a unified model, not as answers")
     if task not in QUESTION_TASKS:
         raise ValueError(f"unknown training task {task!r} (known: {sorted(TASKS)})")
     missing = [key for key in ("question", "multiple_choice_answer") if key not in record]
@@ -127,6 +158,36 @@ class VisualSource:
 
 def collate(examples: list[dict], visual: VisualSource, pad_id: int) -> dict[str, torch.Tensor]:
     return {**text.collate_train(examples, pad_id), **visual.batch([e["id"] for e in examples])}
+
+
+def modality_batches(modalities: Sequence[str], batch_size: int, steps: int, seed: int) -> Iterator[list[int]]:
+    """``steps`` batches of example indices, each of one modality (``modalities[i]`` is example i's):
+    each pass draws a fresh seeded permutation, cuts each modality's examples (in that order) into
+    batches and visits the batches in a seeded order. With one modality these are exactly the
+    batches of :func:`shuffled_batches`.
+
+    A batch holds one modality because each trains its own adapter (FedUMM §3.4; the training loop
+    freezes the other's parameters for that step).
+    """
+    kinds = sorted(set(modalities))
+    if len(kinds) <= 1:
+        yield from shuffled_batches(len(modalities), batch_size, steps, seed)
+        return
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    rng = np.random.default_rng(seed)
+    produced = 0
+    while True:
+        order = rng.permutation(len(modalities))
+        chunks = []
+        for kind in kinds:
+            members = [int(i) for i in order if modalities[i] == kind]
+            chunks.extend(members[start : start + batch_size] for start in range(0, len(members), batch_size))
+        for chunk_index in rng.permutation(len(chunks)):
+            if produced == steps:
+                return
+            yield chunks[chunk_index]
+            produced += 1
 
 
 def shuffled_batches(num_examples: int, batch_size: int, steps: int, seed: int) -> Iterator[list[int]]:

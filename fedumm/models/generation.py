@@ -13,8 +13,20 @@ one, so the unconditional branch sees the same single token for every prompt.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """A model entry's ``generation`` block (config/README.md, "Models"), with its defaults."""
+
+    image_tokenizer: str
+    guidance_scale: float = 3.0
+    prompt_dropout: float = 0.1
+    temperature: float = 1.0
 
 
 def _janus(model: torch.nn.Module) -> torch.nn.Module:
@@ -32,8 +44,11 @@ def _hidden(janus, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, codes: t
     return janus.model.language_model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions).last_hidden_state
 
 
-def drop_prompts(prompt_mask: torch.Tensor, rate: float, generator: torch.Generator) -> torch.Tensor:
-    """The attention mask with each prompt dropped (only its image-start token kept) at probability ``rate``."""
+def drop_prompts(prompt_mask: torch.Tensor, rate: float, generator: torch.Generator | None) -> torch.Tensor:
+    """The attention mask with each prompt dropped (only its image-start token kept) at probability
+    ``rate``; ``generator`` None draws from torch's global generator, which the job seeds."""
+    if rate == 0:
+        return prompt_mask
     dropped = torch.rand(prompt_mask.shape[0], generator=generator) < rate
     mask = prompt_mask.clone()
     mask[dropped, :-1] = 0

@@ -63,6 +63,19 @@ class GridTokenizer:
         return render_image(objects, "plain", self.image_size, np.random.default_rng(0))
 
 
+IMAGE_TOKENIZERS: tuple[str, ...] = ("grid", "native")
+
+
+def build_image_tokenizer(name: str, model, image_processor) -> ImageTokenizer:
+    """The tokenizer of a model entry's ``generation.image_tokenizer``: ``grid`` at the size of the
+    model's images, or ``native``, the checkpoint's own VQ model."""
+    if name == "grid":
+        return GridTokenizer(image_size=model.config.vision_config.image_size)
+    if name == "native":
+        return NativeTokenizer(model, image_processor)
+    raise ValueError(f"generation.image_tokenizer must be one of {IMAGE_TOKENIZERS}, got {name!r}")
+
+
 class NativeTokenizer:
     """A checkpoint's own VQ model (Janus: ``model.model.vqmodel``), on the model's device."""
 

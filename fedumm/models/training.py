@@ -10,6 +10,8 @@ import torch
 from tqdm import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
+from fedumm.models.generation import generation_loss
+
 
 @dataclass(frozen=True)
 class OptimConfig:
@@ -71,6 +73,19 @@ def proximal_term(model: torch.nn.Module, anchor: dict[str, torch.Tensor]) -> to
     return torch.stack(terms).sum()
 
 
+def forward_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]):
+    """(outputs, loss) of one batch: the model's own loss on the target tokens, or for a text-to-image
+    batch (``image_codes``) the generation loss of ``fedumm.models.generation`` (outputs None)."""
+    if "image_codes" in batch:
+        return None, generation_loss(model, batch["prompt_ids"], batch["prompt_mask"], batch["image_codes"])
+    outputs = model(**batch)
+    return outputs, outputs.loss
+
+
+def batch_modality(batch: dict[str, torch.Tensor]) -> str:
+    return "generation" if "image_codes" in batch else "understanding"
+
+
 def _schedule(optimizer: torch.optim.Optimizer, optim: OptimConfig, steps: int):
     return get_cosine_schedule_with_warmup(optimizer, int(optim.warmup_ratio * steps), steps)
 
@@ -95,9 +110,15 @@ def train(
     device: torch.device,
     description: str = "train",
     hooks: Sequence[TrainingHook] = (),
+    modality_parameters: dict[str, set[int]] | None = None,
 ) -> list[float]:
     """AdamW with linear warmup and cosine decay, gradient clipping, an optional FedProx term,
     and the ``hooks`` of a client algorithm (see ``TrainingHook``).
+
+    ``modality_parameters`` (modality -> ids of its trainable parameters) makes each batch train only
+    its modality's adapter (FedUMM §3.4's per-modality adapters): the others are frozen for that
+    step, so the generation adapter learns from text-to-image batches alone and the understanding
+    adapter from the other batches alone, though both run through the same language model.
 
     Returns the task loss of every step (without the proximal term or the hooks' terms).
     """
@@ -116,10 +137,13 @@ def train(
     progress = tqdm(zip(range(steps), batches), total=steps, desc=description, mininterval=5)
     for _, batch in progress:
         batch = {key: value.to(device) for key, value in batch.items()}
+        if modality_parameters is not None:
+            active = modality_parameters[batch_modality(batch)]
+            for param in params:
+                param.requires_grad_(id(param) in active)
         for hook in hooks:
             hook.before_forward(model, batch)
-        outputs = model(**batch)
-        loss = outputs.loss
+        outputs, loss = forward_loss(model, batch)
         objective = loss if anchor is None else loss + optim.prox_mu / 2 * proximal_term(model, anchor)
         for hook in hooks:
             extra = hook.extra_loss(model, batch, outputs)
@@ -135,6 +159,8 @@ def train(
         optimizer.zero_grad(set_to_none=True)
         losses.append(loss.item())
         progress.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+    for param in params:
+        param.requires_grad_(True)
     if len(losses) < steps:
         raise RuntimeError(f"{description}: data ran out after {len(losses)} of {steps} steps")
     return losses

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fedumm.artifacts import client_index_name
+from fedumm.artifacts import GENERATION_IDS, client_index_name
+from fedumm.data.shards import GENERATE_TASK
 from fedumm.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from fedumm.partition import clustering
 from fedumm.partition.figures import heatmap_png, heterogeneity_png, projection_png
@@ -46,7 +47,9 @@ def write_partition(
 
     Counts and heatmap are over the train split's ``label_field`` values. With ``train_rounds``
     (client → part → train indices, :func:`one_pass_rounds`) each index file also holds
-    ``train_rounds``: the ids of each one-pass part, read by :func:`round_train_ids`.
+    ``train_rounds``: the ids of each one-pass part, read by :func:`round_train_ids`. A client with
+    text-to-image training records lists them again under ``generation_ids``, so that the server
+    weighs each modality's adapter by the client's count of that modality without reading the data.
     """
     if set(split_records) != set(parts):
         raise ValueError(f"split_records splits {sorted(split_records)} differ from parts splits {sorted(parts)}")
@@ -64,6 +67,10 @@ def write_partition(
             client[split] = [split_records[split][i]["id"] for i in split_parts[k]]
         if train_rounds is not None:
             client["train_rounds"] = [[split_records["train"][i]["id"] for i in part] for part in train_rounds[k]]
+        generation_ids = [split_records["train"][i]["id"] for i in parts["train"][k]
+                          if split_records["train"][i].get("task") == GENERATE_TASK]
+        if generation_ids:
+            client[GENERATION_IDS] = generation_ids
         atomic_write_json(index_dir / client_index_name(k), client)
     labels = [label_of(r, label_field) for r in split_records["train"]]
     values, counts = label_counts(labels, parts["train"])

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from fedumm.artifacts import GENERATION_IDS
 from fedumm.partition.schemes import named_stream
 
 # ----------------------------------------------------------------------------- pooling and one-pass rounds
@@ -62,3 +63,12 @@ def round_train_ids(index: Mapping, r: int) -> list[str]:
             + "; repartition with partition.min_size >= 1 (and one_pass at most min_size)"
         )
     return ids
+
+
+def round_modality_sizes(index: Mapping, r: int) -> dict[str, int]:
+    """The client's training examples of each modality in round ``r``: its text-to-image records
+    (``generation_ids`` of the index) and the rest (understanding)."""
+    ids = round_train_ids(index, r)
+    generation = set(index.get(GENERATION_IDS, ()))
+    count = sum(1 for i in ids if i in generation)
+    return {"understanding": len(ids) - count, "generation": count}

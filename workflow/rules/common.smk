@@ -90,6 +90,11 @@ def base_model_dir(model):
     return f"results/models/{model}/base"
 
 
+def model_generates(e):
+    """Whether an experiment's model generates images (its entry has a ``generation`` block)."""
+    return bool(config["models"][e["model"]].get("generation"))
+
+
 def feature_file(exp, split):
     e = EXPERIMENTS[exp]
     return f"results/features/{e['model']}/{e['dataset']}/{split}.safetensors"
@@ -226,7 +231,7 @@ def client_train_params(wildcards):
     e = plan.experiment
     params = {
         "train": plan.train,
-        "groups": planning.trained_groups(e, r),
+        "groups": planning.trained_groups(e, r, generates=model_generates(e)),
         "eval": e["eval"],
         "strategy": e["strategy"],
         "seed": planning.derive_seed(e["seed"], "client", r, k),

@@ -115,12 +115,15 @@ class Strategy:
 
     A strategy composes with the robust rules (``fedumm.federated.strategies.robust``) through a
     ``robust`` field; one without it states why in ``robust_refusal``, which the config's error repeats.
+    A strategy that cannot run once per modality of a unified model (``fedumm.federated.modalities``)
+    states why in ``modality_refusal``.
     """
 
     name: ClassVar[str]
     client_needs_server_state: ClassVar[bool] = False
     client_needs_previous_round: ClassVar[bool] = False
     robust_refusal: ClassVar[str] = ""
+    modality_refusal: ClassVar[str] = ""
 
     def aggregate(
         self,

@@ -84,6 +84,7 @@ class DPFedAvg(Strategy):
     """
 
     name: ClassVar[str] = "dp_fedavg"
+    modality_refusal: ClassVar[str] = "the accountant's (ε, δ) covers one clipped, noised release per round, and per-modality aggregation would release twice"
     robust_refusal: ClassVar[str] = (
         "its privacy accounting assumes the clipped Gaussian mean; a data-dependent selection changes the sensitivity, so the reported ε would be wrong"
     )

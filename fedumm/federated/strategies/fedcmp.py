@@ -236,6 +236,7 @@ class FedCMP(Strategy):
     """
 
     name: ClassVar[str] = "fedcmp"
+    modality_refusal: ClassVar[str] = "its client half measures the cross-modal alignment on understanding batches, which text-to-image batches do not have"
     robust_refusal: ClassVar[str] = (
         "its server fuses the clients' updates in a canonical space weighted by their alignment reliability; a robust rule would replace that fusion, which is the method"
     )

@@ -233,6 +233,7 @@ class LoraFedAvg(Strategy):
     """
 
     name: ClassVar[str] = "lora_fedavg"
+    modality_refusal: ClassVar[str] = "its LoRA-specific aggregation (stacking, SVD) does not apply to the generation path's full copies"
     robust_refusal: ClassVar[str] = (
         "it aggregates LoRA factors (stacked or as B·A products), not deltas of one shared vector space, so per-client distances and coordinate-wise statistics are undefined"
     )

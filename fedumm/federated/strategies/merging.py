@@ -121,6 +121,7 @@ class Merge(Strategy):
     """
 
     name: ClassVar[str] = "merge"
+    modality_refusal: ClassVar[str] = "its merge methods act on LoRA task vectors, not on the generation path's full copies"
     robust_refusal: ClassVar[str] = (
         "TIES and DARE already trim, drop and elect signs over the client task vectors; use method: ties (its trim and sign election) for robustness instead"
     )

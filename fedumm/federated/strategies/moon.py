@@ -39,6 +39,7 @@ class Moon(Strategy):
     """
 
     name: ClassVar[str] = "moon"
+    modality_refusal: ClassVar[str] = "its contrastive term reads the understanding forward's hidden states, which text-to-image batches do not produce"
 
     mu: float = 1.0
     temperature: float = 0.5

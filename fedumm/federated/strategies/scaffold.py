@@ -51,6 +51,7 @@ class Scaffold(Strategy):
     """
 
     name: ClassVar[str] = "scaffold"
+    modality_refusal: ClassVar[str] = "its control variates correct every step's gradients, which per-modality steps (half of them frozen per batch) leave unchecked here"
     robust_refusal: ClassVar[str] = (
         "its control variates are averaged with the model deltas; a rule that drops or trims deltas but not the Δc_k of the same clients leaves c inconsistent, and byzantine Δc_k would still poison it"
     )

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 class Architecture:
     """One ``AutoModelForImageTextToText`` architecture, by its ``model_type``.
 
-    ``vision``, ``projector`` and ``language`` are the module paths of the per-modality parameter
-    groups (FedUMM §3.4; ``None`` where the architecture has no such part, e.g. an encoder-free
+    ``vision``, ``projector``, ``language`` and ``generation`` are the module paths of the per-modality
+    parameter groups (FedUMM §3.4; ``None`` where the architecture has no such part, e.g. an encoder-free
     model has no vision encoder to adapt). ``image_prompt`` stands for the image in a prompt
     without chat template, before the processor expands it. The ``tiny_*`` fields build an offline
     instance from an inline config: ``special_tokens`` (tokenizer attribute -> token) are the
@@ -32,6 +32,10 @@ class Architecture:
     token_config: dict[str, str]
     make_processor: Callable
     vision_lora_targets: Sequence[str] = field(default_factory=tuple)
+    generation: Sequence[str] = field(default_factory=tuple)
+    """Module paths of the image-generation path of a unified model (its own embeddings of image codes,
+    aligner and head; Janus): the ``generation`` parameter group, trained as full copies. Empty for a
+    model that only understands."""
     adapt_tiny_config: Callable | None = None
     """``(config dict, tokenizer)``: any further change a tiny instance needs (Emu3's visual tokens)."""
 

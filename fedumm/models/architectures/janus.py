@@ -1,6 +1,7 @@
 """Janus-Pro (``deepseek-community/Janus-Pro-7B``), a unified model: a SigLIP encoder and MLP aligner for
 understanding, a VQ-VAE with its own embeddings, aligner and head for generation, one Llama LM.
-The understanding side is this module; the generation side is trained through the same LM."""
+The generation path (``fedumm.models.generation``) runs through the same LM; its own modules form
+the ``generation`` parameter group."""
 
 from fedumm.models.architectures.base import Architecture, square
 
@@ -27,4 +28,5 @@ JANUS = Architecture(
     token_config={"image_token_id": "image_token"},
     make_processor=processor,
     vision_lora_targets=("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"),
+    generation=("model.generation_embeddings", "model.generation_aligner", "model.generation_head"),
 )

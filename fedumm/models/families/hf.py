@@ -40,6 +40,8 @@ from fedumm.models.architectures import (
     architecture_of,
 )
 from fedumm.models.families.base import LoadedBase
+from fedumm.models.generation import GenerationSettings, drop_prompts, sample_codes
+from fedumm.models.image_tokenizers import ImageTokenizer, build_image_tokenizer
 from fedumm.models.training import OptimConfig, configure_torch, train
 from fedumm.models.vlm import seeded
 
@@ -77,18 +79,72 @@ def _pad(rows: list[torch.Tensor], value: int, left: bool) -> torch.Tensor:
     return torch.stack(padded)
 
 
-class HFInputs:
-    """Records of one split through a family's processor; images are processed once per record."""
+def generation_prompt_text(processor, prompt: str) -> str:
+    """The prompt of a text-to-image record, ending with the image-start token (Janus' generation
+    prompt): through the chat template when the checkpoint has one."""
+    if getattr(processor, "chat_template", None):
+        conversation = [{"role": "user", "content": [{"type": "text", "text": prompt}]}]
+        prompt = processor.apply_chat_template(conversation, add_generation_prompt=True)
+    else:
+        prompt = f"{prompt} "
+    return f"{prompt}{processor.image_start_token}"
 
-    def __init__(self, model_config, processor, architecture: Architecture, shards: list[Path], ids: set[str]) -> None:
+
+class HFInputs:
+    """Records of one split through a family's processor; images are processed once per record.
+
+    ``generate`` records (text-to-image) need ``image_tokenizer`` and the model entry's ``generation``
+    block (``prompt_dropout`` for classifier-free guidance); their training target is the image's codes.
+    """
+
+    def __init__(self, model_config, processor, architecture: Architecture, shards: list[Path], ids: set[str],
+                 image_tokenizer: ImageTokenizer | None = None, generation: GenerationSettings | None = None) -> None:
         self.processor = processor
         self.tokenizer = processor.tokenizer
         self.architecture = architecture
+        self.image_tokenizer = image_tokenizer
+        self.generation = generation
         self.images = {sample["id"]: sample["image"] for sample in read_samples(shards, ids)}
         missing = ids - set(self.images)
         if missing:
             raise KeyError(f"no image for {len(missing)} sample(s), e.g. {sorted(missing)[0]}")
         self._prompts: dict[tuple[str, str | None], dict[str, torch.Tensor]] = {}
+
+    def _generation_example(self, record: dict) -> dict:
+        if self.image_tokenizer is None:
+            raise ValueError(f"record {record['id']!r} is a text-to-image record, but the model does not generate: "
+                             "give its model entry a `generation` block (a unified model such as Janus)")
+        prompt_ids = self.tokenizer(generation_prompt_text(self.processor, record["prompt"]),
+                                    add_special_tokens=False)["input_ids"]
+        codes = self.image_tokenizer.encode(self.images[record["id"]])
+        return {"id": record["id"], "task": batches.GENERATE,
+                "prompt": torch.tensor(prompt_ids, dtype=torch.long), "codes": torch.tensor(codes, dtype=torch.long)}
+
+    def prompt_batch(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Left-padded ids and attention mask of text-to-image ``prompts``."""
+        rows = [torch.tensor(self.tokenizer(generation_prompt_text(self.processor, prompt), add_special_tokens=False)["input_ids"])
+                for prompt in prompts]
+        ids = _pad(rows, self.tokenizer.pad_token_id, left=True)
+        mask = _pad([torch.ones_like(row) for row in rows], 0, left=True)
+        return ids, mask
+
+    def _collate_generation(self, examples: list[dict]) -> dict[str, torch.Tensor]:
+        """Left-padded prompts (each dropped, for classifier-free guidance, at ``prompt_dropout``
+        with torch's seeded generator) and the image codes."""
+        ids = _pad([example["prompt"] for example in examples], self.tokenizer.pad_token_id, left=True)
+        mask = _pad([torch.ones_like(example["prompt"]) for example in examples], 0, left=True)
+        mask = drop_prompts(mask, self.generation.prompt_dropout, generator=None)
+        return {"prompt_ids": ids, "prompt_mask": mask, "image_codes": torch.stack([example["codes"] for example in examples])}
+
+    @torch.no_grad()
+    def generate_images(self, model: torch.nn.Module, prompts: list[str], generator: torch.Generator, device) -> list:
+        """One image per prompt, sampled code by code with the model entry's classifier-free guidance
+        and temperature, decoded by the image tokenizer."""
+        ids, mask = self.prompt_batch(prompts)
+        codes = sample_codes(model, ids.to(device), mask.to(device), self.image_tokenizer.tokens_per_image,
+                             self.image_tokenizer.num_codes, self.generation.guidance_scale, generator,
+                             temperature=self.generation.temperature)
+        return [self.image_tokenizer.decode(row) for row in codes.cpu().tolist()]
 
     def _prompt(self, record_id: str, question: str | None) -> dict[str, torch.Tensor]:
         """The processor's output (batch of one) for the prompt of ``question`` on the record's image."""
@@ -104,9 +160,16 @@ class HFInputs:
         return self._prompts[key]
 
     def examples(self, records: list[dict], tasks: Sequence[str] | None = None) -> list[dict]:
+        """One example per (record, target); with ``tasks``, a text-to-image record is trained on
+        ``generate`` (when listed) and every other record on the other listed tasks."""
         examples = []
         for record in records:
-            for task in tasks if tasks is not None else [batches.record_task(record)]:
+            if batches.record_task(record) == batches.GENERATE:
+                if tasks is None or batches.GENERATE in tasks:
+                    examples.append(self._generation_example(record))
+                continue
+            record_tasks = [task for task in tasks if task != batches.GENERATE] if tasks is not None else None
+            for task in record_tasks if record_tasks is not None else [batches.record_task(record)]:
                 for question, target in batches.targets_of(record, task):
                     self._prompt(record["id"], question)  # processed here once, then reused by every batch
                     target_ids = self.tokenizer(target_text(self.processor, target), add_special_tokens=False)["input_ids"]
@@ -115,7 +178,13 @@ class HFInputs:
         return examples
 
     def collate(self, examples: list[dict]) -> dict[str, torch.Tensor]:
-        """Right-padded prompt + target; labels only on the target; image tensors concatenated."""
+        """Right-padded prompt + target; labels only on the target; image tensors concatenated. A batch
+        of text-to-image examples: left-padded prompts and the image codes (``_collate_generation``)."""
+        generation = [example.get("task") == batches.GENERATE for example in examples]
+        if any(generation):
+            if not all(generation):
+                raise ValueError("a batch mixes text-to-image and other examples (batches.modality_batches keeps them apart)")
+            return self._collate_generation(examples)
         rows: dict[str, list[torch.Tensor]] = {}
         images: dict[str, list[torch.Tensor]] = {}
         for example in examples:
@@ -202,7 +271,8 @@ class HFFamily:
             base = LoadedBase(model=model, processor=processor, spec=spec, family=self)
             inputs = self.inputs(base, public_shards, {record["id"] for record in records})
             examples = inputs.examples(records, pretrain.get("tasks", ["caption"]))
-            order = batches.shuffled_batches(len(examples), pretrain.get("batch_size", 32), pretrain["steps"],
+            order = batches.modality_batches([batches.task_modality(example.get("task", "")) for example in examples],
+                                             pretrain.get("batch_size", 32), pretrain["steps"],
                                              seed=derive_seed(seed, "pretrain"))
             stream = (inputs.collate([examples[i] for i in indices]) for indices in order)
             optim = OptimConfig(lr=pretrain.get("lr", 1e-3), warmup_ratio=0.05, grad_clip=1.0)
@@ -235,7 +305,11 @@ class HFFamily:
             model.enable_input_require_grads()
         return LoadedBase(model=model, processor=processor, spec=spec, family=self)
 
-    def adapter_config(self, model: torch.nn.Module, lora: dict, connector_trainable: bool) -> peft.LoraConfig:
+    def adapter_config(self, model: torch.nn.Module, lora: dict, connector_trainable: bool,
+                       generation_trainable: bool = False) -> peft.LoraConfig:
+        """LoRA on the language model (and vision encoder), plus full trained copies (peft's
+        ``modules_to_save``) of the projector and, for a model that generates, of its generation path:
+        the ``generation`` adapter of FedUMM's per-modality adapters."""
         architecture = architecture_of(model)
         branches = [_module_regex(architecture.language, lora["target_modules"])] if lora.get("target_modules") else []
         if lora.get("vision_target_modules"):
@@ -246,16 +320,25 @@ class HFFamily:
             raise ValueError("lora: at least one of `target_modules` / `vision_target_modules` must be non-empty")
         if connector_trainable and architecture.projector is None:
             raise ValueError(f"{architecture.model_type} has no projector to train: use tuning.mode lora")
+        if generation_trainable and not architecture.generation:
+            raise ValueError(f"{architecture.model_type} does not generate images: remove the model's `generation` block")
+        trained_copies = ([architecture.projector] if connector_trainable else []) + (
+            list(architecture.generation) if generation_trainable else [])
         return peft.LoraConfig(
             r=lora["r"],
             lora_alpha=lora["alpha"],
             lora_dropout=lora.get("dropout", 0.0),
             target_modules=f"^(?:{'|'.join(branches)})$",
-            modules_to_save=[architecture.projector] if connector_trainable else None,
+            modules_to_save=trained_copies or None,
             bias="none",
         )
 
     def inputs(self, base: LoadedBase, shards: list[Path], ids: set[str], feature_file: Path | None = None) -> HFInputs:
         if feature_file is not None:
             raise ValueError("the hf family has no feature cache")
-        return HFInputs(base.model.config, base.processor, architecture_of(base.model), shards, ids)
+        generation = GenerationSettings(**base.spec["generation"]) if base.spec.get("generation") else None
+        image_tokenizer = (build_image_tokenizer(generation.image_tokenizer, base.model,
+                                                 getattr(base.processor, "image_processor", None))
+                           if generation else None)
+        return HFInputs(base.model.config, base.processor, architecture_of(base.model), shards, ids,
+                        image_tokenizer=image_tokenizer, generation=generation)
