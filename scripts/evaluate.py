@@ -1,5 +1,6 @@
 """Evaluate the model(s) of one round (rule evaluate)."""
 
+import json
 from pathlib import Path
 
 from fedumm.data import shards
@@ -20,6 +21,8 @@ with log_to(snakemake.log[0]) as log:
         eval_config=snakemake.params.eval,
         device=device,
     )
+    if "geneval" in snakemake.input.keys():
+        scores["geneval"] = json.loads(Path(snakemake.input.geneval).read_text())
     atomic_write_json(snakemake.output[0], {"round": int(snakemake.wildcards.r), **scores})
     log.info(
         "round %s: %s %s (mean over clients on their own split: %s)",

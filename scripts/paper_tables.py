@@ -1,4 +1,4 @@
-"""FedUMM Tables 1, 3 and 4 and the score-vs-bytes curve from every experiment (rule paper_tables)."""
+"""FedUMM Tables 1 to 4 and the score-vs-bytes curve from every experiment (rule paper_tables)."""
 
 from fedumm.reports import accounting, summary, tables
 from fedumm.runlog import log_to
@@ -33,7 +33,8 @@ with log_to(snakemake.log[0]) as log:
         for run in runs
         if run["kind"] == "federated"
     ]
-    built = {"table1": tables.table1(runs), "table3": tables.table3(runs), "table4": tables.table4(compute, params.gpus)}
+    built = {"table1": tables.table1(runs), "table2": tables.table2(runs), "table3": tables.table3(runs),
+             "table4": tables.table4(compute, params.gpus)}
     for name, table in built.items():
         tables.write_table(table, {extension: snakemake.output[f"{name}_{extension}"] for extension in tables.FORMATTERS})
     summary.plot_accuracy_vs_bytes(

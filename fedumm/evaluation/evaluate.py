@@ -7,7 +7,7 @@ client's own test split) and by clients for their local validation score.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import torch
@@ -93,6 +93,22 @@ def evaluate_records(model, model_inputs: ModelInputs, records: list[dict], eval
     )
 
 
+def each_adapter(base_model, adapters: dict[str, Path], device) -> Iterator[tuple[str, object]]:
+    """(name, model) with each adapter of ``adapters`` active in turn, on ``device``: one base model
+    holds every adapter, and PEFT switches LoRA and trained copies by name."""
+    peft_model = None
+    for name, adapter_dir in adapters.items():
+        if peft_model is None:
+            peft_model = load_adapter(base_model, adapter_dir, is_trainable=False)
+            active = peft_model.active_adapter
+        else:
+            peft_model.load_adapter(str(adapter_dir), adapter_name=name, is_trainable=False)
+            active = name
+        peft_model.set_adapter(active)
+        peft_model.to(device)
+        yield name, peft_model
+
+
 def read_client_splits(partition_dir: Path, split: str) -> dict[str, list[str]]:
     """Each client's sample ids of ``split`` from the partition's ``client_{k:03d}.json`` files,
     keyed ``client_{k}`` (the names of the local models), in client order."""
@@ -135,28 +151,22 @@ def evaluate_adapters(
     (`fedumm.evaluation.scores.majority_baseline_for`) is reported beside the scores, so every table
     shows how far above chance a model is.
     """
-    records = read_records(shards)
+    records = batches.understanding_records(read_records(shards))
     check_requirements(records, eval_config)
-    client_ids = read_client_splits(partition_dir, eval_config["split"])
+    evaluated = {record["id"] for record in records}
+    # A client's text-to-image records are scored by the evaluate_generation rule, not here.
+    client_ids = {client: [i for i in ids if i in evaluated]
+                  for client, ids in read_client_splits(partition_dir, eval_config["split"]).items()}
     metric = scores.primary_metric(records)
     spice = eval_config.get("spice", False)
     base = families.load_base(base_dir)
     model_inputs = base.family.inputs(base, shards, {record["id"] for record in records}, feature_file=feature_file)
     sizes = ground_sizes(records, model_inputs)
     lengths = generation_lengths(eval_config)
-    predictions = {}
-    peft_model = None
-    for name, adapter_dir in adapters.items():
-        # One base model holds every adapter; PEFT switches LoRA and connector copies by name.
-        if peft_model is None:
-            peft_model = load_adapter(base.model, adapter_dir, is_trainable=False)
-            active = peft_model.active_adapter
-        else:
-            peft_model.load_adapter(str(adapter_dir), adapter_name=name, is_trainable=False)
-            active = name
-        peft_model.set_adapter(active)
-        peft_model.to(device)
-        predictions[name] = predict_answers(peft_model, model_inputs, records, eval_config["batch_size"], lengths, device)
+    predictions = {
+        name: predict_answers(peft_model, model_inputs, records, eval_config["batch_size"], lengths, device)
+        for name, peft_model in each_adapter(base.model, adapters, device)
+    }
     per_adapter = {
         name: scores.score_records(answers, records, sizes, spice, metric) for name, answers in predictions.items()
     }

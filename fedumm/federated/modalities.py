@@ -39,12 +39,13 @@ def keys_by_modality(weights: Weights) -> dict[str, list[str]]:
 def state_part(server_state: Weights, keys: set[str], adapter_keys: set[str]) -> Weights:
     """The entries of a server state that belong to ``keys``: those named ``<slot>/<key>`` (FedOpt's
     moments) with ``key`` in ``keys``, plus the entries tied to no adapter tensor (a step count)."""
-    part = {}
-    for name, tensor in server_state.items():
-        key = name.split("/", 1)[1] if "/" in name else None
-        if key in keys or key not in adapter_keys:
-            part[name] = tensor
-    return part
+    return {name: tensor for name, tensor in server_state.items()
+            if _state_key(name) in keys or _state_key(name) not in adapter_keys}
+
+
+def _state_key(name: str) -> str | None:
+    """The adapter tensor a server-state entry ``<slot>/<key>`` belongs to (None for other names)."""
+    return name.split("/", 1)[1] if "/" in name else None
 
 
 def modality_update(update: ClientUpdate, keys: list[str], num_samples: int) -> ClientUpdate:
@@ -85,7 +86,7 @@ def aggregate_by_modality(
                                  "num_samples": {str(u.client): u.num_samples for u in members}}
         if not members:
             weights.update({key: global_weights[key] for key in keys})
-            state.update(own_state)
+            state.update({name: tensor for name, tensor in own_state.items() if _state_key(name) in adapter_keys})
             continue
         result = strategy.aggregate({key: global_weights[key] for key in keys}, members, own_state, round_index)
         if result.lora_rank is not None and len(parts) > 1:
@@ -95,5 +96,7 @@ def aggregate_by_modality(
         metrics = metrics or result.metrics
         if len(parts) == 1:
             return dataclasses.replace(result, metrics={**result.metrics, "modalities": by_modality})
+    # Entries tied to no tensor (a step count) come from the modalities aggregated, else stay as they were.
+    state = {**{name: tensor for name, tensor in server_state.items() if _state_key(name) not in adapter_keys}, **state}
     return AggregationResult(weights={key: weights[key] for key in global_weights}, server_state=state,
                              metrics={**metrics, "modalities": by_modality})

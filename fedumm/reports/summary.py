@@ -26,14 +26,15 @@ if TYPE_CHECKING:
 
 METRICS_COLUMNS: tuple[str, ...] = (
     "experiment", "round", "score_metric", "score", "personalized_score", "vqa_accuracy",
-    "classification_accuracy", "acc_yes/no", "acc_number", "acc_other",
+    "classification_accuracy", "acc_yes/no", "acc_number", "acc_other", "geneval_overall",
+    "geneval_empty_prompt",
 )
 """Columns of metrics.csv, one row per evaluated round."""
 
 SUMMARY_COLUMNS: tuple[str, ...] = (
     "name", "kind", "strategy", "robust", "attack", "clients", "alpha", "rounds", "score_metric", "final_score",
     "best_score", "best_round", "personalized_score", "final_vqa_accuracy", "majority_baseline",
-    "bytes_uploaded_per_round",
+    "final_geneval_overall", "geneval_empty_prompt", "bytes_uploaded_per_round",
 )
 """Columns of summary.csv, one row per experiment."""
 
@@ -133,11 +134,13 @@ def eval_row(exp: str, evaluation: dict) -> dict:
     """One metrics row (`METRICS_COLUMNS`) from a parsed eval.json.
 
     The VQA columns are None when the split has no VQA records (`vqa` is null, e.g. captions
-    only), and an answer type absent from the test set is None.
+    only), and an answer type absent from the test set is None. The GenEval columns are the
+    ``geneval`` block's overall score and its empty-prompt baseline (None without text-to-image records).
     """
     metric, score = eval_score(evaluation)
     vqa = evaluation.get("vqa")
     per_type = vqa["per_answer_type"] if vqa is not None else {}
+    geneval = evaluation.get("geneval")
     return {
         "experiment": exp,
         "round": evaluation["round"],
@@ -147,6 +150,11 @@ def eval_row(exp: str, evaluation: dict) -> dict:
         "vqa_accuracy": vqa["accuracy"] if vqa is not None else None,
         "classification_accuracy": evaluation["classification_accuracy"],
         **{column: per_type.get(atype) for atype, column in _ANSWER_TYPE_COLUMNS.items()},
+        "geneval_overall": geneval["overall"] if geneval else None,
+        "geneval_empty_prompt": geneval["empty_prompt"]["overall"] if geneval else None,
+        # not metrics.csv columns: Table 2's skills, and how summary.md says the images were drawn
+        "geneval_tasks": geneval["tasks"] if geneval else None,
+        "geneval_sampling": f"{geneval['images_per_prompt']} images per prompt, seed {geneval['seed']}" if geneval else None,
     }
 
 
@@ -221,6 +229,10 @@ def summary_row(experiment: dict) -> dict:
         "personalized_score": final["personalized_score"],
         "final_vqa_accuracy": final["vqa_accuracy"],
         "majority_baseline": experiment["majority_baseline"],
+        "final_geneval_overall": final.get("geneval_overall"),
+        "geneval_empty_prompt": final.get("geneval_empty_prompt"),
+        "geneval_sampling": final.get("geneval_sampling"),
+        "geneval_tasks": final.get("geneval_tasks"),
         "bytes_uploaded_per_round": fmean(uploaded) if uploaded else None,
     }
 
@@ -281,15 +293,18 @@ def summary_markdown(rows: Sequence[dict]) -> str:
     median"); an Attack column appears when some experiment simulates one.
     """
     attacked = any(row.get("attack") for row in rows)
+    generating = any(row.get("final_geneval_overall") is not None for row in rows)
     header = (
         "Experiment", "Kind", "Strategy", *(("Attack",) if attacked else ()), "Clients", "Alpha", "Rounds",
-        "Metric", "Final", "Best", "Best round", "Personalized", "Majority baseline", "Uploaded / round",
+        "Metric", "Final", "Best", "Best round", "Personalized", "Majority baseline",
+        *(("GenEval-shapes", "Empty prompt") if generating else ()), "Uploaded / round",
     )
     lines = [
         "# Experiment summary",
         "",
         _baseline_line(rows),
         "",
+        *((geneval_note(rows), "") if generating else ()),
         "| " + " | ".join(header) + " |",
         "|" + "|".join(["---"] * len(header)) + "|",
     ]
@@ -309,10 +324,27 @@ def summary_markdown(rows: Sequence[dict]) -> str:
             _md_cell(row["best_round"]),
             format_score(row["personalized_score"], metric),
             format_score(row["majority_baseline"], metric),
+            *((format_geneval(row.get("final_geneval_overall")), format_geneval(row.get("geneval_empty_prompt")))
+              if generating else ()),
             format_bytes(row["bytes_uploaded_per_round"]),
         )
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def geneval_note(rows: Sequence[dict]) -> str:
+    """summary.md's line on the GenEval-shapes columns: what they are and how the images were drawn."""
+    sampling = sorted({f"{row['name']}: {row['geneval_sampling']}" for row in rows if row.get("geneval_sampling")})
+    return (
+        "GenEval-shapes: the overall score (mean of GenEval's six task accuracies, 0 to 1) of the last evaluated "
+        "round's generated images, scored by GenEval's rules with the analytic shapes detector; Empty prompt: the "
+        "same model's images for an empty prompt scored against the same prompts (what the model gets without "
+        f"reading the prompt). Sampling: {'; '.join(sampling)}."
+    )
+
+
+def format_geneval(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
 
 
 def write_summary(rows: Sequence[dict], csv_path: Path | str, md_path: Path | str) -> None:

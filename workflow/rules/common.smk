@@ -313,7 +313,22 @@ def evaluate_inputs(wildcards):
     }
     if "train_features" in PLANS[wildcards.exp].client_files:
         inputs["features"] = feature_file(wildcards.exp, split)
+    if model_generates(e):
+        inputs["geneval"] = f"{round_dir(wildcards.exp, wildcards.r)}/{artifacts.GENEVAL_SCORES}"
     return inputs
+
+
+@dag_function
+def evaluate_generation_inputs(wildcards):
+    e = EXPERIMENTS[wildcards.exp]
+    return {
+        "base": base_model_dir(e["model"]),
+        "data": dataset_dir(e["dataset"]),
+        "adapters": [
+            f"{directory}/{artifacts.ADAPTER_WEIGHTS}"
+            for directory in evaluated_adapter_dirs(wildcards.exp, wildcards.r).values()
+        ],
+    }
 
 
 def global_adapters(exp):
@@ -340,7 +355,7 @@ def round_summaries(exp):
 
 # ---------------------------------------------------------------- paper tables (rule paper_tables)
 
-PAPER_TABLE_TITLES = {"table1": "Table 1", "table3": "Table 3", "table4": "Table 4"}
+PAPER_TABLE_TITLES = {"table1": "Table 1", "table2": "Table 2", "table3": "Table 3", "table4": "Table 4"}
 """FedUMM's tables that rule paper_tables writes, as results/tables/{name}.{format}."""
 PAPER_TABLE_FORMATS = ("csv", "md", "tex")
 
