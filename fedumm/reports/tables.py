@@ -88,7 +88,7 @@ def run_record(name: str, experiment: dict, summary: dict) -> dict:
     holds `name`, `group` (`seed_group`), `kind`, `strategy` (None unless federated), `clients`,
     `alpha` (None for an iid partition), `tuning` (the tuning mode), `metric` (its score_metric),
     `score` (its final primary score, unscaled), `bytes_per_round` (mean bytes uploaded per
-    round, None when nothing is uploaded) and `geneval` (the final round's GenEval task scores and
+    round, None when nothing is uploaded), `partition` (its scheme) and `geneval` (the final round's GenEval task scores and
     `overall`, None for a model that does not generate).
     """
     tasks = summary.get("geneval_tasks")
@@ -103,6 +103,7 @@ def run_record(name: str, experiment: dict, summary: dict) -> dict:
         "metric": summary["score_metric"],
         "score": summary["final_score"],
         "bytes_per_round": summary["bytes_uploaded_per_round"],
+        "partition": experiment["partition"]["scheme"],
         "geneval": None if tasks is None else {**tasks, "overall": summary["final_geneval_overall"]},
     }
 
@@ -323,7 +324,8 @@ def table2(runs: Sequence[dict]) -> Table:
     rows: list[tuple[Cell, ...]] = [(f"Centralized ({group['name']})",) + _geneval_cells(group["geneval"]) for group in central]
     reference = central[0]["geneval"] if len(central) == 1 else None
     for group in federated:
-        label = (f"{group['strategy']}, " if by_strategy else "") + f"{group['clients']} clients, {_alpha_label(group['alpha'])}"
+        partition = group["partition"] if group["alpha"] is None else _alpha_label(group["alpha"])
+        label = (f"{group['strategy']}, " if by_strategy else "") + f"{group['clients']} clients, {partition}"
         rows.append((f"Federated, {label}",) + _geneval_cells(group["geneval"]))
         if reference is not None:
             rows.append(("vs. centralized",) + _geneval_cells(_difference(group["geneval"], reference)))
