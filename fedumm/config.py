@@ -22,6 +22,8 @@ from fedumm.models.architectures import ARCHITECTURES
 from fedumm.partition.schemes import cluster_size_cap
 
 EXPERIMENT_KINDS = ("federated", "centralized", "local")
+ANSWER_LABELS = ("answer", "question_type", "answer_type")
+"""Partition labels that only question records have (``fedumm.partition.schemes.LABEL_FIELDS``)."""
 CLIENT_METRICS = (
     "num_samples", "steps", "train_loss", "train_loss_last", "val_vqa_accuracy", "val_score", "val_samples",
     "bytes_uploaded", "seconds",
@@ -408,6 +410,13 @@ def _check_partition(where: str, experiment: dict, config: dict, train_size: int
             f"config key '{where}.partition.min_size': {experiment['clients']} clients × "
             f"min_size {partition['min_size']} exceeds the {train_size} training samples; "
             "lower min_size or use fewer clients"
+        )
+    dataset = config["datasets"][experiment["dataset"]]
+    if dataset.get("generate_fraction", 0) > 0 and partition["label"] in ANSWER_LABELS:
+        raise ConfigError(
+            f"config key '{where}.partition.label': {partition['label']!r} is a field of question records, but dataset "
+            f"{experiment['dataset']!r} also holds text-to-image records (generate_fraction); partition by a field "
+            "every record has: task (clients with different modalities), label or domain"
         )
     cap = None
     if partition["scheme"] == "cluster":

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 from fedumm.data import shards
+from fedumm.evaluation.evaluate import read_client_splits
 from fedumm.evaluation.text_to_image import evaluate_generation
 from fedumm.io import atomic_write_bytes, atomic_write_json
 from fedumm.models.training import configure_torch
@@ -19,6 +20,7 @@ with log_to(snakemake.log[0]) as log:
         device=device,
         samples_dir=Path(snakemake.output.samples),
         title=f"{snakemake.wildcards.exp}, round {int(snakemake.wildcards.r)}",
+        client_ids=read_client_splits(Path(snakemake.input.partition), snakemake.params.eval["split"]),
     )
     atomic_write_bytes(snakemake.output.grid, grid)
     atomic_write_json(snakemake.output.scores, scores)

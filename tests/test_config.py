@@ -12,9 +12,9 @@ import pytest
 from fedumm.config import CLIENT_METRICS, ConfigError, config_hash, deep_merge, load_experiments
 
 
-def test_default_config_resolves_three_experiments(default_config, schema):
+def test_default_config_resolves_the_demo_experiments(default_config, schema):
     experiments = load_experiments(default_config, schema)
-    assert sorted(experiments) == ["centralized", "fedavg", "local"]
+    assert sorted(experiments) == ["centralized", "fedavg", "local", "unified", "unified_centralized"]
     assert experiments["centralized"]["kind"] == "centralized"
     assert experiments["fedavg"]["partition"] == default_config["defaults"]["partition"]
 
@@ -226,3 +226,34 @@ def test_nested_config_overrides_that_are_wrong_name_the_key(default_config, sch
     overrides = _cli_overrides(entry)
     with pytest.raises(ConfigError, match=message):
         load_experiments(_with_overrides(default_config, overrides), schema, overrides=overrides)
+
+
+def _unified(default_config: dict) -> dict:
+    """The default config with a tiny Janus that generates and a dataset with text-to-image records."""
+    default_config["datasets"]["shapes"]["generate_fraction"] = 0.3
+    default_config["models"]["janus"] = {
+        "family": "hf", "config": {"model_type": "janus"}, "seed": 0,
+        "pretrain": {"dataset": "shapes", "steps": 0, "tasks": ["vqa", "generate"]},
+        "generation": {"image_tokenizer": "grid"},
+    }
+    default_config["defaults"].update(model="janus")
+    default_config["defaults"]["partition"]["label"] = "task"
+    return default_config
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda c: c["defaults"]["partition"].update(label="answer"),
+     r"'experiments.fedavg.partition.label': 'answer' is a field of question records"),
+    (lambda c: c["experiments"].update(fedavg={"strategy": {"name": "scaffold"}}),
+     r"'experiments.fedavg.strategy': model 'janus' generates images.*scaffold.*control variates"),
+    (lambda c: c["models"]["janus"]["config"].update(model_type="llava"),
+     r"'models.janus.generation': llava does not generate images \(models that do: janus\)"),
+    (lambda c: c["models"]["janus"].pop("generation"),
+     r"'models.janus.pretrain.tasks': `generate` trains the generation path"),
+])
+def test_a_unified_config_is_checked_before_any_job(default_config, schema, change, message):
+    config = _unified(default_config)
+    load_experiments(copy.deepcopy(config), schema)  # the unified config itself is valid
+    change(config)
+    with pytest.raises(ConfigError, match=message):
+        load_experiments(config, schema)

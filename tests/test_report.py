@@ -111,6 +111,11 @@ def caption_files(tmp_path: Path) -> dict[int, Path]:
 # ----------------------------------------------------------------------------- metrics.csv
 
 
+NO_GENEVAL_SUMMARY = {"final_geneval_overall": None, "geneval_empty_prompt": None, "geneval_sampling": None,
+                      "geneval_tasks": None}
+NO_GENEVAL = {"geneval_overall": None, "geneval_empty_prompt": None, "geneval_sampling": None, "geneval_tasks": None}
+
+
 def test_eval_rows(eval_files: dict[int, Path]) -> None:
     rows = eval_rows("fedavg", eval_files)
     assert [r["round"] for r in rows] == [0, 2, 4]
@@ -125,6 +130,7 @@ def test_eval_rows(eval_files: dict[int, Path]) -> None:
         "acc_yes/no": 1.0,
         "acc_number": None,
         "acc_other": 0.25,
+        **NO_GENEVAL,
     }
     assert rows[0]["classification_accuracy"] is None
 
@@ -141,6 +147,7 @@ def test_eval_row_of_a_caption_only_split() -> None:
         "acc_yes/no": None,
         "acc_number": None,
         "acc_other": None,
+        **NO_GENEVAL,
     }
 
 
@@ -173,7 +180,8 @@ def test_write_metrics_csv(tmp_path: Path, eval_files: dict[int, Path]) -> None:
     rows = read_csv(path)
     assert list(rows[0]) == [
         "experiment", "round", "score_metric", "score", "personalized_score", "vqa_accuracy",
-        "classification_accuracy", "acc_yes/no", "acc_number", "acc_other",
+        "classification_accuracy", "acc_yes/no", "acc_number", "acc_other", "geneval_overall",
+        "geneval_empty_prompt",
     ]
     assert list(METRICS_COLUMNS) == list(rows[0])
     assert [r["round"] for r in rows] == ["0", "2", "4"]
@@ -189,9 +197,9 @@ def test_write_metrics_csv_of_a_caption_only_split(tmp_path: Path, caption_files
     path = tmp_path / "metrics.csv"
     write_metrics_csv(eval_rows("cc3m", caption_files), path)
     assert path.read_text().splitlines()[1:] == [
-        "cc3m,1,caption.CIDEr,0.75,0.25,,,,,",
-        "cc3m,2,caption.CIDEr,1.3125,0.8125,,,,,",
-        "cc3m,3,caption.CIDEr,1.125,0.625,,,,,",
+        "cc3m,1,caption.CIDEr,0.75,0.25,,,,,,,",
+        "cc3m,2,caption.CIDEr,1.3125,0.8125,,,,,,,",
+        "cc3m,3,caption.CIDEr,1.125,0.625,,,,,,,",
     ]
 
 
@@ -230,9 +238,11 @@ def test_summary_rows(eval_files: dict[int, Path]) -> None:
         "name": "fedavg", "kind": "federated", "strategy": "fedavg", "robust": None, "attack": None,
         "clients": 4, "alpha": 0.5, "rounds": 4, "score_metric": "vqa.accuracy", "final_score": 0.5, "best_score": 0.625,
         "best_round": 2, "personalized_score": 0.5625, "final_vqa_accuracy": 0.5,
-        "majority_baseline": 0.25, "bytes_uploaded_per_round": 2_500_000,
+        "majority_baseline": 0.25, **NO_GENEVAL_SUMMARY, "bytes_uploaded_per_round": 2_500_000,
     }
-    assert list(fedavg) == list(SUMMARY_COLUMNS)
+    # summary.csv's columns, plus what Table 2 and summary.md read besides (the skills, the sampling)
+    assert [key for key in fedavg if key in SUMMARY_COLUMNS] == list(SUMMARY_COLUMNS)
+    assert set(fedavg) - set(SUMMARY_COLUMNS) == {"geneval_tasks", "geneval_sampling"}
     assert central["best_round"] == 2  # tie with round 4 goes to the earlier round
     assert central["final_score"] == 0.75 and central["final_vqa_accuracy"] == 0.75
     assert central["personalized_score"] is None
@@ -245,7 +255,7 @@ def test_summary_row_of_a_caption_only_experiment(caption_files: dict[int, Path]
         "name": "cc3m", "kind": "federated", "strategy": "fedavg", "robust": None, "attack": None,
         "clients": 2, "alpha": None, "rounds": 3, "score_metric": "caption.CIDEr", "final_score": 1.125, "best_score": 1.3125,
         "best_round": 2, "personalized_score": 0.625, "final_vqa_accuracy": None,
-        "majority_baseline": None, "bytes_uploaded_per_round": 1000,
+        "majority_baseline": None, **NO_GENEVAL_SUMMARY, "bytes_uploaded_per_round": 1000,
     }
 
 
@@ -279,7 +289,7 @@ def test_write_summary(tmp_path: Path, eval_files: dict[int, Path]) -> None:
     assert list(rows[0]) == [
         "name", "kind", "strategy", "robust", "attack", "clients", "alpha", "rounds", "score_metric", "final_score",
         "best_score", "best_round", "personalized_score", "final_vqa_accuracy", "majority_baseline",
-        "bytes_uploaded_per_round",
+        "final_geneval_overall", "geneval_empty_prompt", "bytes_uploaded_per_round",
     ]
     assert rows[0]["bytes_uploaded_per_round"] == "2500000.0"
     assert rows[0]["score_metric"] == "vqa.accuracy"

@@ -41,14 +41,14 @@ def test_seed_group_ignores_only_the_seed() -> None:
 
 
 def test_run_record_from_a_summary_row() -> None:
-    experiment = {"kind": "federated", "seed": 1, "clients": 4, "tuning": {"mode": "lora"}}
+    experiment = {"kind": "federated", "seed": 1, "clients": 4, "tuning": {"mode": "lora"}, "partition": {"scheme": "dirichlet"}}
     summary = {"strategy": "fedavg", "alpha": 0.1, "score_metric": "caption.CIDEr", "final_score": 1.25,
                "final_vqa_accuracy": None, "bytes_uploaded_per_round": 2e6}
     record = tables.run_record("fed", experiment, summary)
     assert record == {
         "name": "fed", "group": tables.seed_group(experiment), "kind": "federated", "strategy": "fedavg",
         "clients": 4, "alpha": 0.1, "tuning": "lora", "metric": "caption.CIDEr", "score": 1.25,
-        "bytes_per_round": 2e6,
+        "bytes_per_round": 2e6, "partition": "dirichlet", "geneval": None,
     }
 
 
@@ -493,3 +493,21 @@ def test_write_table_writes_each_format_atomically(tmp_path: Path) -> None:
     assert paths["md"].read_text() == tables.to_markdown(TABLE)
     assert paths["tex"].read_text() == tables.to_latex(TABLE)
     assert sorted(p.name for p in (tmp_path / "tables").iterdir()) == ["demo.csv", "demo.md", "demo.tex"]
+
+
+def test_table2_shows_each_skill_in_percent_with_the_difference_to_centralized() -> None:
+    skills = {"single_object": 1.0, "two_object": 0.5, "counting": 0.25, "colors": 0.5, "position": 0.0, "color_attr": 0.25}
+    central = {**run("central", "centralized", 0.5), "geneval": {**skills, "overall": 0.4167}}
+    replicates = [
+        {**run(f"fed_s{seed}", "federated", 0.4, group="fed"), "geneval": {**skills, "counting": value, "overall": 0.4}}
+        for seed, value in ((0, 0.0), (1, 0.5))
+    ]
+    understanding_only = run("vqa", "federated", 0.6, clients=4)
+    table = tables.table2([central, *replicates, understanding_only])
+    assert table.columns == ("Configuration", "Single obj.", "Two obj.", "Counting", "Colors", "Position",
+                             "Color attr.", "Overall")
+    assert [row[0] for row in table.rows] == ["Centralized (central)", "Federated, 2 clients, α=0.5", "vs. centralized"]
+    assert table.rows[1][3] == pytest.approx(25.0)  # counting: mean of the two seeds, 0 and 50 %
+    assert table.rows[2][3] == pytest.approx(0.0) and table.rows[2][7] == pytest.approx(-1.67)
+    assert any("fed (2)" in note for note in table.notes)
+    assert tables.table2([understanding_only]).rows == ()

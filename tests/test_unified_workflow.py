@@ -107,6 +107,10 @@ def test_eval_json_has_vqa_and_geneval_blocks_and_images_in_genevals_layout(run:
     assert geneval["n"] == IMAGES_PER_PROMPT * len(prompts) > 0
     assert geneval["images_per_prompt"] == IMAGES_PER_PROMPT and 0 <= geneval["overall"] <= 1
     assert 0 <= geneval["empty_prompt"]["overall"] <= 1
+    # The client holding the text-to-image records holds all of the split's: its personalized score is the whole's.
+    _, generation = _modality_clients(run)
+    assert list(geneval["personalized"]["clients"]) == [f"client_{generation}"]
+    assert geneval["personalized"]["mean"]["overall"] == geneval["overall"]
     first = prompts[0]
     metadata = json.loads((first / "metadata.jsonl").read_text())
     assert metadata["tag"] in geneval["tasks"] and metadata["prompt"].startswith("a photo of")

@@ -88,18 +88,38 @@ def evaluate_text_to_image(model_inputs, model, records: list[dict], images_per_
     return block, images, verdicts
 
 
+def personalized_geneval(records: list[dict], verdicts: dict[str, list[list[bool]]],
+                         client_ids: dict[str, list[str]]) -> dict:
+    """Each client's text-to-image records of the split scored with its own model's images (the local
+    models) or the global model's, and the mean over the clients that have such records; the same
+    shape as the personalized block of the other tasks (``fedumm.evaluation.scores.personalized_scores``)."""
+    position = {record["id"]: index for index, record in enumerate(records)}
+    clients = {}
+    for client, ids in client_ids.items():
+        own = [position[i] for i in ids if i in position]
+        if not own:
+            continue
+        model = verdicts[client] if client in verdicts else next(iter(verdicts.values()))
+        clients[client] = geneval_scores([records[i] for i in own], [model[i] for i in own])
+    return {"model": "global" if len(verdicts) == 1 else "local", "clients": clients,
+            "mean": mean_scores(list(clients.values())) if clients else None}
+
+
 def evaluate_generation(*, base_dir: Path, adapters: dict[str, Path], shards: list[Path], eval_config: dict,
-                        seed: int, device, samples_dir: Path, title: str) -> tuple[dict, bytes]:
+                        seed: int, device, samples_dir: Path, title: str,
+                        client_ids: dict[str, list[str]]) -> tuple[dict, bytes]:
     """The ``evaluate_generation`` rule: every adapter's ``geneval`` block on the split's text-to-image
-    records (several adapters, the local models: their mean, and ``per_client``), each adapter's
-    images under ``samples_dir/{name}``, and the sample grid of the first adapter as PNG bytes."""
+    records (several adapters, the local models: their mean, and ``per_client``) with the
+    ``personalized`` scores of each client on its own records (``client_ids``: the partition's ids
+    of the split by client), each adapter's images under ``samples_dir/{name}``, and the sample
+    grid of the first adapter as PNG bytes."""
     records = [record for record in read_records(shards) if record.get("task") == GENERATE_TASK]
     if not records:
         raise ValueError(f"split {eval_config['split']!r} has no text-to-image records to evaluate generation on")
     base = families.load_base(base_dir)
     model_inputs = base.family.inputs(base, shards, {record["id"] for record in records})
     images_per_prompt = eval_config.get("images_per_prompt", DEFAULT_IMAGES_PER_PROMPT)
-    blocks, grid = {}, None
+    blocks, verdicts_by_model, grid = {}, {}, None
     with atomic_dir(samples_dir) as tmp:
         for name, model in each_adapter(base.model, adapters, device):
             blocks[name], images, verdicts = evaluate_text_to_image(
@@ -109,6 +129,8 @@ def evaluate_generation(*, base_dir: Path, adapters: dict[str, Path], shards: li
                                         f"{title}: GenEval-shapes overall {blocks[name]['overall']:.3f} "
                                         f"(empty prompt {blocks[name]['empty_prompt']['overall']:.3f})",
                                         [row[0] for row in verdicts])
+            verdicts_by_model[name] = verdicts
+    personalized = personalized_geneval(records, verdicts_by_model, client_ids)
     if len(blocks) == 1:
-        return next(iter(blocks.values())), grid
-    return {**mean_scores(list(blocks.values())), "per_client": blocks}, grid
+        return {**next(iter(blocks.values())), "personalized": personalized}, grid
+    return {**mean_scores(list(blocks.values())), "per_client": blocks, "personalized": personalized}, grid

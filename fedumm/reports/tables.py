@@ -316,7 +316,7 @@ def table2(runs: Sequence[dict]) -> Table:
     clients, α; seeds averaged), each followed by its difference to the centralized score when there
     is one centralized experiment."""
     groups = [group for group in average_seeds(runs)
-              if group["geneval"] is not None and group["kind"] in ("centralized", "federated")]
+              if group.get("geneval") is not None and group["kind"] in ("centralized", "federated")]
     central = [group for group in groups if group["kind"] == "centralized"]
     federated = sorted((group for group in groups if group["kind"] == "federated"),
                        key=lambda group: (group["strategy"], group["clients"], _alpha_order(group["alpha"])))
@@ -324,7 +324,7 @@ def table2(runs: Sequence[dict]) -> Table:
     rows: list[tuple[Cell, ...]] = [(f"Centralized ({group['name']})",) + _geneval_cells(group["geneval"]) for group in central]
     reference = central[0]["geneval"] if len(central) == 1 else None
     for group in federated:
-        partition = group["partition"] if group["alpha"] is None else _alpha_label(group["alpha"])
+        partition = group.get("partition", "iid") if group["alpha"] is None else _alpha_label(group["alpha"])
         label = (f"{group['strategy']}, " if by_strategy else "") + f"{group['clients']} clients, {partition}"
         rows.append((f"Federated, {label}",) + _geneval_cells(group["geneval"]))
         if reference is not None:

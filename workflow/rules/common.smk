@@ -324,6 +324,7 @@ def evaluate_generation_inputs(wildcards):
     return {
         "base": base_model_dir(e["model"]),
         "data": dataset_dir(e["dataset"]),
+        "partition": f"results/{wildcards.exp}/partition/clients",
         "adapters": [
             f"{directory}/{artifacts.ADAPTER_WEIGHTS}"
             for directory in evaluated_adapter_dirs(wildcards.exp, wildcards.r).values()
