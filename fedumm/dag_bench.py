@@ -224,7 +224,16 @@ rule evaluate:
 
 
 def base_config(repo: Path) -> dict:
-    return yaml.safe_load((repo / "config" / "config.yaml").read_text())
+    """The default config with its understanding experiments only: the unified ones have their own
+    rounds and an extra evaluation rule that the bare workflow does not model, and Table 1 is
+    the grid of understanding runs."""
+    config = yaml.safe_load((repo / "config" / "config.yaml").read_text())
+    models = config["models"]
+    config["experiments"] = {
+        name: experiment for name, experiment in config["experiments"].items()
+        if not models[experiment.get("model", config["defaults"]["model"])].get("generation")
+    }
+    return config
 
 
 def table1_config(repo: Path, rounds: int) -> dict:

@@ -133,7 +133,7 @@ def test_names_pattern_sends_a_mixture_only_to_its_rule():
     datasets = mixture_config()["datasets"]
     assert sources.names_pattern(datasets, group="mixture") == "mix"
     assert sources.names_pattern(datasets, downloaded=True) == "private"
-    assert sources.names_pattern(datasets, downloaded=False) == "shapes|shapes_b"
+    assert sources.names_pattern(datasets, downloaded=False) == "shapes|shapes_unified|shapes_b"
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,7 @@ from workflow_util import (
     snakemake,
     tiny_config,
     tiny_hf_model,
+    wait_for,
     write_config,
 )
 
@@ -132,16 +132,6 @@ def test_table2_and_the_sample_grid_are_in_the_report(run: Path) -> None:
     assert (run / "results/unified/round_002/samples.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def _wait_for(path: Path, process: subprocess.Popen, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        if process.poll() is not None:
-            raise AssertionError(f"snakemake ended before {path} appeared")
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{path} did not appear within {timeout}s")
-        time.sleep(0.2)
-
-
 def test_a_run_killed_in_a_round_with_generation_resumes_byte_identical(run: Path, tmp_path: Path) -> None:
     config = unified_config()
     config["experiments"] = {"unified": EXPERIMENTS["unified"]}  # an experiment's files do not depend on the others
@@ -151,7 +141,7 @@ def test_a_run_killed_in_a_round_with_generation_resumes_byte_identical(run: Pat
     process = subprocess.Popen([*SNAKEMAKE, "--directory", str(tmp_path), "--cores", "2"], cwd=tmp_path,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     _, generation = _modality_clients(run)
-    _wait_for(tmp_path / f"logs/client_train/unified/round_002_client_{generation}.log", process)
+    wait_for(tmp_path / f"logs/client_train/unified/round_002_client_{generation}.log", process)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait(timeout=60)
     assert not (tmp_path / WEIGHTS.format("unified", 2)).exists()

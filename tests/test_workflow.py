@@ -8,11 +8,17 @@ import re
 import shutil
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
-from workflow_util import SNAKEMAKE, job_counts, snakemake, tiny_config, write_config
+from workflow_util import (
+    SNAKEMAKE,
+    job_counts,
+    snakemake,
+    tiny_config,
+    wait_for,
+    write_config,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -101,16 +107,6 @@ def test_raising_rounds_schedules_only_the_new_rounds(finished_run, tmp_path):
     assert "init_adapter" not in counts and "base_model" not in counts
 
 
-def _wait_for(path: Path, process: subprocess.Popen, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        if process.poll() is not None:
-            raise AssertionError(f"snakemake ended before {path} appeared")
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{path} did not appear within {timeout}s")
-        time.sleep(0.2)
-
-
 def test_a_killed_run_resumes_to_byte_identical_adapters(finished_run, tmp_path):
     """A hard kill (crash, node failure) in round 2; SIGTERM (Ctrl-C, scancel) needs only the rerun."""
     write_config(tmp_path, tiny_config(RESUMED_EXPERIMENTS, rounds=4))
@@ -123,7 +119,7 @@ def test_a_killed_run_resumes_to_byte_identical_adapters(finished_run, tmp_path)
         command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
     # Kill the whole run while a client of round 2 is training.
-    _wait_for(tmp_path / "logs/client_train/fedadam/round_002_client_0.log", process)
+    wait_for(tmp_path / "logs/client_train/fedadam/round_002_client_0.log", process)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait(timeout=60)
     assert not (tmp_path / GLOBAL.format("fedadam", 4)).exists()

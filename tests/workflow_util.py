@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -66,6 +67,18 @@ def snakemake(workdir: Path, *args: str, check: bool = True, env: dict | None = 
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(command)} failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
     return result
+
+
+def wait_for(path: Path, process: subprocess.Popen, timeout: float = 1200) -> None:
+    """Wait until ``path`` exists while ``process`` (a background snakemake) runs; the timeout bounds a
+    hang, not the speed (two workflow runs share the cores under ``make test``)."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if process.poll() is not None:
+            raise AssertionError(f"snakemake ended before {path} appeared")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{path} did not appear within {timeout}s")
+        time.sleep(0.2)
 
 
 def job_counts(dry_run_output: str) -> dict[str, int]:
