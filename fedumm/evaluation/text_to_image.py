@@ -28,8 +28,8 @@ from fedumm.io import atomic_dir
 from fedumm.models import families
 from fedumm.reports.samples import samples_grid_png
 
-GENEVAL_METADATA = "metadata.jsonl"
-GENEVAL_SAMPLES = "samples"
+PROMPT_METADATA = "metadata.jsonl"
+PROMPT_SAMPLES = "samples"
 DEFAULT_IMAGES_PER_PROMPT = 4
 """GenEval's images per prompt, unless ``eval.images_per_prompt`` is set."""
 
@@ -49,14 +49,14 @@ def sample_images(model_inputs, model, prompts: list[str], images_per_prompt: in
 
 
 def write_geneval_folder(out_dir: Path, records: list[dict], images: list[list[Image.Image]]) -> None:
-    """GenEval's layout, atomically: one folder per prompt with its metadata line and its images."""
-    with atomic_dir(out_dir) as tmp:
-        for index, (record, samples) in enumerate(zip(records, images)):
-            folder = tmp / f"{index:05d}"
-            (folder / GENEVAL_SAMPLES).mkdir(parents=True)
-            (folder / GENEVAL_METADATA).write_text(json.dumps(record["geneval"], sort_keys=True) + "\n")
-            for k, image in enumerate(samples):
-                image.save(folder / GENEVAL_SAMPLES / f"{k:05d}.png")
+    """GenEval's layout: one folder per prompt with its metadata line and its images (``out_dir`` lies
+    inside the rule's atomic output directory)."""
+    for index, (record, samples) in enumerate(zip(records, images)):
+        folder = out_dir / f"{index:05d}"
+        (folder / PROMPT_SAMPLES).mkdir(parents=True)
+        (folder / PROMPT_METADATA).write_text(json.dumps(record["geneval"], sort_keys=True) + "\n")
+        for k, image in enumerate(samples):
+            image.save(folder / PROMPT_SAMPLES / f"{k:05d}.png")
 
 
 def image_verdicts(records: list[dict], images: list[list[Image.Image]]) -> list[list[bool]]:

@@ -32,6 +32,7 @@ from fedumm.artifacts import (
 from fedumm.data.shards import read_records
 from fedumm.evaluation import evaluate
 from fedumm.federated import attacks, strategies
+from fedumm.federated.modalities import tensor_modality
 from fedumm.federated.strategies.base import ClientContext
 from fedumm.models import adapters, batches, families
 from fedumm.models.groups import GROUP_MODALITY, parameter_group
@@ -145,7 +146,7 @@ def modality_parameters(trained: dict, groups: list[str]) -> dict[str, set[int]]
         return None
     by_modality: dict[str, set[int]] = {"understanding": set(), "generation": set()}
     for name, param in trained.items():
-        by_modality[GROUP_MODALITY[parameter_group(name)]].add(id(param))
+        by_modality[tensor_modality(name)].add(id(param))
     return by_modality
 
 
@@ -191,7 +192,7 @@ def train_client(inputs: ClientInputs, job: ClientJob, out_dir: Path) -> dict:
         train_records = attacks.flipped_labels(train_records, job.attack["seed"])
     train_inputs = model_inputs["train"]
     examples = train_inputs.examples(train_records)
-    modalities = [batches.task_modality(example.get("task", "")) for example in examples]
+    modalities = [batches.example_modality(example) for example in examples]
     steps = batches.steps_for(len(examples), training.batch_size, training.local_epochs, training.local_steps)
     stream = (
         train_inputs.collate([examples[i] for i in indices])

@@ -60,6 +60,11 @@ def caption_references(record: Mapping) -> list[str]:
     return list(references)
 
 
+def example_modality(example: Mapping) -> str:
+    """The modality of a training example: only text-to-image examples name their task."""
+    return task_modality(example.get("task", ""))
+
+
 def record_modality(record: Mapping) -> str:
     return task_modality(record_task(record))
 

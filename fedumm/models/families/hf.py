@@ -114,25 +114,26 @@ class HFInputs:
         if self.image_tokenizer is None:
             raise ValueError(f"record {record['id']!r} is a text-to-image record, but the model does not generate: "
                              "give its model entry a `generation` block (a unified model such as Janus)")
-        prompt_ids = self.tokenizer(generation_prompt_text(self.processor, record["prompt"]),
-                                    add_special_tokens=False)["input_ids"]
         codes = self.image_tokenizer.encode(self.images[record["id"]])
-        return {"id": record["id"], "task": batches.GENERATE,
-                "prompt": torch.tensor(prompt_ids, dtype=torch.long), "codes": torch.tensor(codes, dtype=torch.long)}
+        return {"id": record["id"], "task": batches.GENERATE, "prompt": self._generation_prompt_ids(record["prompt"]),
+                "codes": torch.tensor(codes, dtype=torch.long)}
+
+    def _generation_prompt_ids(self, prompt: str) -> torch.Tensor:
+        ids = self.tokenizer(generation_prompt_text(self.processor, prompt), add_special_tokens=False)["input_ids"]
+        return torch.tensor(ids, dtype=torch.long)
+
+    def _left_padded(self, rows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Left-padded prompt ids and their attention mask."""
+        return _pad(rows, self.tokenizer.pad_token_id, left=True), _pad([torch.ones_like(row) for row in rows], 0, left=True)
 
     def prompt_batch(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Left-padded ids and attention mask of text-to-image ``prompts``."""
-        rows = [torch.tensor(self.tokenizer(generation_prompt_text(self.processor, prompt), add_special_tokens=False)["input_ids"])
-                for prompt in prompts]
-        ids = _pad(rows, self.tokenizer.pad_token_id, left=True)
-        mask = _pad([torch.ones_like(row) for row in rows], 0, left=True)
-        return ids, mask
+        return self._left_padded([self._generation_prompt_ids(prompt) for prompt in prompts])
 
     def _collate_generation(self, examples: list[dict]) -> dict[str, torch.Tensor]:
         """Left-padded prompts (each dropped, for classifier-free guidance, at ``prompt_dropout``
         with torch's seeded generator) and the image codes."""
-        ids = _pad([example["prompt"] for example in examples], self.tokenizer.pad_token_id, left=True)
-        mask = _pad([torch.ones_like(example["prompt"]) for example in examples], 0, left=True)
+        ids, mask = self._left_padded([example["prompt"] for example in examples])
         mask = drop_prompts(mask, self.generation.prompt_dropout, generator=None)
         return {"prompt_ids": ids, "prompt_mask": mask, "image_codes": torch.stack([example["codes"] for example in examples])}
 
@@ -271,7 +272,7 @@ class HFFamily:
             base = LoadedBase(model=model, processor=processor, spec=spec, family=self)
             inputs = self.inputs(base, public_shards, {record["id"] for record in records})
             examples = inputs.examples(records, pretrain.get("tasks", ["caption"]))
-            order = batches.modality_batches([batches.task_modality(example.get("task", "")) for example in examples],
+            order = batches.modality_batches([batches.example_modality(example) for example in examples],
                                              pretrain.get("batch_size", 32), pretrain["steps"],
                                              seed=derive_seed(seed, "pretrain"))
             stream = (inputs.collate([examples[i] for i in indices]) for indices in order)
