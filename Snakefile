@@ -3,7 +3,7 @@
 
 from snakemake.utils import min_version
 
-from fedumm.config import check_yaml_files
+from fedumm.config import check_yaml_files, replace_default_experiments
 
 min_version("9.0")
 
@@ -13,6 +13,10 @@ check_yaml_files(["config/config.yaml", *workflow.config_settings.configfiles])
 
 
 configfile: "config/config.yaml"
+
+
+# A user's --configfile names exactly the experiments that run (config/README.md, "Your own config").
+replace_default_experiments(config, workflow.config_settings.configfiles, workflow.config_settings.config)
 
 
 include: "workflow/rules/common.smk"

@@ -80,12 +80,42 @@ def check_yaml_files(paths: Iterable[str | Path]) -> None:
 
     Like Snakemake, a file is read as JSON first (JSON may hold tabs that YAML refuses)."""
     for path in paths:
-        if not Path(path).is_file():
-            continue
-        try:
-            json.loads(Path(path).read_text(), object_pairs_hook=lambda pairs: _unique_json_keys(path, pairs))
-        except json.JSONDecodeError:
-            load_yaml(path)
+        if Path(path).is_file():
+            read_config_file(path)
+
+
+def read_config_file(path: str | Path) -> Any:
+    """A config file as Snakemake reads it (JSON first, JSON may hold tabs that YAML refuses), strictly."""
+    try:
+        return json.loads(Path(path).read_text(), object_pairs_hook=lambda pairs: _unique_json_keys(path, pairs))
+    except json.JSONDecodeError:
+        return load_yaml(path)
+
+
+# The keys that say which experiments run: a user's config file replaces the default file's values of
+# these instead of merging into them, so that it names exactly the experiments that run.
+EXPERIMENT_KEYS = ("experiments", "sweep")
+
+
+def replace_default_experiments(config: dict, user_files: Iterable[str | Path], overrides: Mapping | None = None) -> None:
+    """Make ``config``'s experiments those of the user's config files alone, in place.
+
+    Snakemake merges each ``--configfile`` over ``config/config.yaml`` key by key, so the default
+    file's demo experiments would run next to the user's. When any user file sets ``experiments`` or
+    ``sweep``, both come from the user files only (merged in their order); ``--config`` values
+    (``overrides``) for them still apply on top. Datasets, models, defaults and resources merge as before.
+    """
+    user_configs = [read_config_file(path) or {} for path in user_files]
+    if not any(key in user_config for user_config in user_configs for key in EXPERIMENT_KEYS):
+        return
+    experiments: dict = {}
+    sweep = None
+    for user_config in user_configs:
+        experiments = deep_merge(experiments, user_config.get("experiments") or {})
+        sweep = user_config.get("sweep", sweep)
+    overrides = overrides or {}
+    config["experiments"] = deep_merge(experiments, overrides.get("experiments") or {})
+    config["sweep"] = overrides.get("sweep", sweep)
 
 
 def _unique_json_keys(path: str | Path, pairs: list[tuple[str, Any]]) -> dict:

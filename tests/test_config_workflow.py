@@ -5,6 +5,7 @@ Each test is one dry run."""
 from __future__ import annotations
 
 import os
+import re
 
 import pytest
 from workflow_util import job_counts, snakemake, tiny_config, write_config
@@ -55,3 +56,22 @@ def test_a_lora_target_the_model_lacks_stops_the_dry_run_naming_the_key(tmp_path
     assert ("config key 'experiments.fedavg.lora.target_modules': the language model has no module named 'c_attn'"
             in result.stdout + result.stderr)
     assert not (tmp_path / "cache" / "fedumm" / "model_checks").exists()
+
+
+def _experiments_in_dry_run(output: str) -> set[str]:
+    return set(re.findall(r"wildcards: .*?\bexp=([^,\s]+)", output))
+
+
+def test_a_user_configfile_runs_exactly_its_experiments(tmp_path):
+    """The default file's experiments (fedavg, centralized, local here) do not run next to the user's."""
+    write_config(tmp_path, tiny_config({"fedavg": {}, "centralized": {"kind": "centralized"}, "local": {"kind": "local"}}))
+    (tmp_path / "my.yaml").write_text(
+        "experiments:\n  prox:\n    train: {prox_mu: 0.01}\n  pooled: {kind: centralized}\n"
+    )
+    result = snakemake(tmp_path, "-n", "--configfile", "my.yaml")
+    assert _experiments_in_dry_run(result.stdout) == {"prox", "pooled"}
+    assert job_counts(result.stdout)["init_adapter"] == 2
+    # --config still applies over the user's experiments; without a user file the defaults run
+    result = snakemake(tmp_path, "-n", "--configfile", "my.yaml", "--config", "experiments={prox: {rounds: 3}}")
+    assert job_counts(result.stdout)["aggregate"] == 3 + 2
+    assert _experiments_in_dry_run(snakemake(tmp_path, "-n").stdout) == {"fedavg", "centralized", "local"}
