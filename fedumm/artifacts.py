@@ -37,6 +37,7 @@ GENEVAL_SCORES = "geneval.json"  # a round's text-to-image scores, merged into e
 GENEVAL_SAMPLES = "geneval"  # a round's generated images per evaluated adapter, in GenEval's folder layout
 SAMPLES_GRID = "samples.png"  # a round's grid of generated images with their prompts
 BASE_SPEC = "spec.json"  # a base model directory's record of the model entry it was built from
+RESOLVED_CONFIG = "config.yaml"  # results/{exp}/: the experiment's resolved config (fedumm.reports.identity)
 GLOBAL_DIR = "global"
 CLIENTS_DIR = "clients"
 # A client state file holds what the client keeps for its next round and what it uploads,

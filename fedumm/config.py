@@ -17,6 +17,7 @@ from typing import Any
 import jsonschema
 import yaml
 
+from fedumm.artifacts import ADAPTER_CONFIG, ADAPTER_WEIGHTS
 from fedumm.federated import attacks, strategies
 from fedumm.models.architectures import ARCHITECTURES
 from fedumm.partition.schemes import cluster_size_cap
@@ -344,6 +345,68 @@ def _check_experiment(name: str, experiment: dict, config: dict) -> None:
         raise ConfigError(f"config key '{where}.eval.split': dataset {experiment['dataset']!r} has no val split")
 
 
+def _check_baselines(experiments: dict[str, dict]) -> None:
+    """A ``baseline`` names a centralized experiment of the same config with the same dataset."""
+    for name, experiment in experiments.items():
+        baseline = experiment.get("baseline")
+        if not baseline:
+            continue
+        where = f"config key 'experiments.{name}.baseline'"
+        centralized = sorted(other for other, spec in experiments.items() if spec["kind"] == "centralized")
+        if baseline not in experiments:
+            raise ConfigError(f"{where}: no experiment {baseline!r} (centralized experiments: {', '.join(centralized) or 'none'})")
+        if experiments[baseline]["kind"] != "centralized":
+            raise ConfigError(f"{where}: {baseline!r} is a {experiments[baseline]['kind']} experiment; "
+                              f"Table 1 compares with a centralized one ({', '.join(centralized) or 'none defined'})")
+        if experiments[baseline]["dataset"] != experiment["dataset"]:
+            raise ConfigError(f"{where}: {baseline!r} trains on dataset {experiments[baseline]['dataset']!r}, "
+                              f"{name!r} on {experiment['dataset']!r}; their scores are not comparable")
+
+
+def warm_start(experiment: dict) -> tuple[str, int] | str | None:
+    """An experiment's warm start: (experiment, round) of this config, an adapter directory, or None."""
+    init = experiment.get("init") or {}
+    if init.get("experiment"):
+        return init["experiment"], init["round"]
+    return init.get("from")
+
+
+def _check_warm_start(name: str, experiment: dict, experiments: dict[str, dict]) -> None:
+    """The adapter a warm start names exists, and its LoRA rank and alpha are the experiment's
+    (the init_adapter job checks every tensor's shape against the model)."""
+    init = experiment.get("init") or {}
+    where = f"config key 'experiments.{name}.init'"
+    if init.get("from") and init.get("experiment"):
+        raise ConfigError(f"{where}: give either from (an adapter directory) or experiment (and round), not both")
+    if init.get("experiment"):
+        source = init["experiment"]
+        if source == name or source not in experiments:
+            others = sorted(set(experiments) - {name})
+            raise ConfigError(f"{where}.experiment: no other experiment {source!r} (defined: {', '.join(others)})")
+        other = experiments[source]
+        if other["kind"] != "federated":
+            raise ConfigError(f"{where}.experiment: {source!r} is {other['kind']}; it has no global adapter to start from")
+        init.setdefault("round", other["rounds"])
+        if init["round"] > other["rounds"]:
+            raise ConfigError(f"{where}.round: {source!r} runs {other['rounds']} rounds, not {init['round']}")
+        for key in ("model", "lora"):
+            if other[key] != experiment[key]:
+                raise ConfigError(f"{where}.experiment: {source!r} has another {key} ({other[key]!r}, "
+                                  f"here {experiment[key]!r}); its adapter does not fit this experiment")
+        if other.get("init", {}).get("experiment") == name:
+            raise ConfigError(f"{where}.experiment: {source!r} starts from {name!r} in turn")
+    elif init.get("from"):
+        adapter = Path(init["from"])
+        missing = [f for f in (ADAPTER_CONFIG, ADAPTER_WEIGHTS) if not (adapter / f).is_file()]
+        if missing:
+            raise ConfigError(f"{where}.from: {adapter} is not an adapter directory (no {', '.join(missing)})")
+        saved = json.loads((adapter / ADAPTER_CONFIG).read_text())
+        for saved_key, key in (("r", "r"), ("lora_alpha", "alpha")):
+            if saved.get(saved_key) != experiment["lora"][key]:
+                raise ConfigError(f"{where}.from: {adapter} has LoRA {saved_key}={saved.get(saved_key)}, the experiment "
+                                  f"lora.{key}={experiment['lora'][key]}; set lora.{key} to match or start from another adapter")
+
+
 def _check_robust_clients(where: str, experiment: dict) -> None:
     """Krum and Multi-Krum need n > 2f + 2 and m <= n, n the clients aggregated per round:
     known from the config, so refused here rather than in the first aggregate job."""
@@ -471,7 +534,7 @@ def _check_partition(where: str, experiment: dict, config: dict, train_size: int
         )
 
 
-def _used_datasets(config: dict, experiments: dict[str, dict]) -> set[str]:
+def used_datasets(config: dict, experiments: dict[str, dict]) -> set[str]:
     """The datasets the experiments read: their own, their models' pretraining sets, and mixtures' parts."""
     used = {e["dataset"] for e in experiments.values()}
     for model in {e["model"] for e in experiments.values()}:
@@ -581,7 +644,10 @@ def load_experiments(config: dict, schema: dict, overrides: Mapping | None = Non
             raise ConfigError(f"experiment {name!r} (defaults merged with its overrides): {error}") from None
         fill_derived_parameters(experiment)
         _check_experiment(name, experiment, config)
-    for name in sorted(_used_datasets(config, experiments)):
+    _check_baselines(experiments)
+    for name, experiment in experiments.items():
+        _check_warm_start(name, experiment, experiments)
+    for name in sorted(used_datasets(config, experiments)):
         if config["datasets"][name]["kind"] == "folder":
             _check_folder(name, config["datasets"][name])
     return experiments

@@ -1,8 +1,8 @@
-"""Per-experiment metrics.csv and lineage.jsonl (rule experiment_tables)."""
+"""Per-experiment metrics.csv, lineage.jsonl and resolved config.yaml (rule experiment_tables)."""
 
 from pathlib import Path
 
-from fedumm.reports import lineage, summary
+from fedumm.reports import identity, lineage, summary
 from fedumm.runlog import log_to
 
 with log_to(snakemake.log[0]) as log:
@@ -13,4 +13,5 @@ with log_to(snakemake.log[0]) as log:
         [Path(p) for p in snakemake.input.adapters], snakemake.params.config_hash, lineage.code_version()
     )
     lineage.write_lineage(Path(snakemake.output.lineage), records)
+    identity.write_resolved_config(snakemake.output.config, snakemake.params.resolved)
     log.info("%d evaluated rounds, %d lineage records", len(rows), len(records))

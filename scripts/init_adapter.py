@@ -13,5 +13,7 @@ with log_to(snakemake.log[0]) as log:
         seed=snakemake.params.seed,
         out_dir=Path(snakemake.output.weights).parent,
         state_out=Path(snakemake.output.state),
+        warm_start=Path(snakemake.input.warm_start).parent if "warm_start" in snakemake.input.keys() else None,
     )
-    log.info("initial adapter written to %s", Path(snakemake.output.weights).parent)
+    log.info("initial adapter written to %s%s", Path(snakemake.output.weights).parent,
+             f" from {Path(snakemake.input.warm_start).parent}" if "warm_start" in snakemake.input.keys() else "")

@@ -81,6 +81,14 @@ def test_default_config_resolves_the_demo_experiments(default_config, schema):
         (lambda c: c["experiments"]["fedavg"].update(strategy={"name": "fedumm_fusion", "metric": "trained_groups"}),
          r"'experiments.fedavg.strategy.metric': clients write no numeric metric 'trained_groups'"),
         (lambda c: c["experiments"]["fedavg"].update(strategy={"name": "fedumm_fusion", "metric": "val_score"}), None),
+        (lambda c: c["experiments"]["fedavg"].update(baseline="pooled"),
+         r"^config key 'experiments.fedavg.baseline': no experiment 'pooled' \(centralized experiments: centralized, unified_centralized\)$"),
+        (lambda c: c["experiments"]["fedavg"].update(baseline="local"),
+         r"^config key 'experiments.fedavg.baseline': 'local' is a local experiment; Table 1 compares with a centralized one"),
+        (lambda c: c["experiments"]["fedavg"].update(baseline="unified_centralized"),
+         r"^config key 'experiments.fedavg.baseline': 'unified_centralized' trains on dataset 'shapes_unified', "
+         r"'fedavg' on 'shapes'; their scores are not comparable$"),
+        (lambda c: c["experiments"]["fedavg"].update(baseline="centralized"), None),
     ],
 )
 def test_config_errors_name_the_key(default_config, schema, mutate, message):

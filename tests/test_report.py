@@ -208,12 +208,12 @@ def test_write_metrics_csv_of_a_caption_only_split(tmp_path: Path, caption_files
 
 def experiments(eval_files: dict[int, Path]) -> list[dict]:
     fedavg = {
-        "name": "fedavg", "kind": "federated", "strategy": "fedavg", "clients": 4, "alpha": 0.5,
-        "rounds": 4, "majority_baseline": 0.25, "metrics": eval_rows("fedavg", eval_files),
+        "name": "fedavg", "kind": "federated", "strategy": "fedavg", "label": "fedprox (μ=0.01)", "clients": 4,
+        "alpha": 0.5, "rounds": 4, "majority_baseline": 0.25, "metrics": eval_rows("fedavg", eval_files),
         "bytes_uploaded": [1_000_000, 2_000_000, 3_000_000, 4_000_000],
     }
     central = {
-        "name": "centralized", "kind": "centralized", "strategy": None, "clients": 1,
+        "name": "centralized", "kind": "centralized", "strategy": None, "label": None, "clients": 1,
         "alpha": None, "rounds": 4, "majority_baseline": 0.25, "bytes_uploaded": [],
         "metrics": [
             eval_row("centralized", vqa_eval(0, 0.25, {}, None)),
@@ -226,7 +226,7 @@ def experiments(eval_files: dict[int, Path]) -> list[dict]:
 
 def caption_experiment(caption_files: dict[int, Path]) -> dict:
     return {
-        "name": "cc3m", "kind": "federated", "strategy": "fedavg", "clients": 2, "alpha": None,
+        "name": "cc3m", "kind": "federated", "strategy": "fedavg", "label": "fedavg", "clients": 2, "alpha": None,
         "rounds": 3, "majority_baseline": None, "metrics": eval_rows("cc3m", caption_files),
         "bytes_uploaded": [1000, 1000, 1000],
     }
@@ -235,7 +235,7 @@ def caption_experiment(caption_files: dict[int, Path]) -> dict:
 def test_summary_rows(eval_files: dict[int, Path]) -> None:
     fedavg, central = summary_rows(experiments(eval_files))
     assert fedavg == {
-        "name": "fedavg", "kind": "federated", "strategy": "fedavg", "robust": None, "attack": None,
+        "name": "fedavg", "kind": "federated", "strategy": "fedavg", "label": "fedprox (μ=0.01)", "robust": None, "attack": None,
         "clients": 4, "alpha": 0.5, "rounds": 4, "score_metric": "vqa.accuracy", "final_score": 0.5, "best_score": 0.625,
         "best_round": 2, "personalized_score": 0.5625, "final_vqa_accuracy": 0.5,
         "majority_baseline": 0.25, **NO_GENEVAL_SUMMARY, "bytes_uploaded_per_round": 2_500_000,
@@ -252,7 +252,7 @@ def test_summary_rows(eval_files: dict[int, Path]) -> None:
 def test_summary_row_of_a_caption_only_experiment(caption_files: dict[int, Path]) -> None:
     (row,) = summary_rows([caption_experiment(caption_files)])
     assert row == {
-        "name": "cc3m", "kind": "federated", "strategy": "fedavg", "robust": None, "attack": None,
+        "name": "cc3m", "kind": "federated", "strategy": "fedavg", "label": "fedavg", "robust": None, "attack": None,
         "clients": 2, "alpha": None, "rounds": 3, "score_metric": "caption.CIDEr", "final_score": 1.125, "best_score": 1.3125,
         "best_round": 2, "personalized_score": 0.625, "final_vqa_accuracy": None,
         "majority_baseline": None, **NO_GENEVAL_SUMMARY, "bytes_uploaded_per_round": 1000,
@@ -287,7 +287,7 @@ def test_write_summary(tmp_path: Path, eval_files: dict[int, Path]) -> None:
 
     rows = read_csv(csv_path)
     assert list(rows[0]) == [
-        "name", "kind", "strategy", "robust", "attack", "clients", "alpha", "rounds", "score_metric", "final_score",
+        "name", "kind", "strategy", "label", "robust", "attack", "clients", "alpha", "rounds", "score_metric", "final_score",
         "best_score", "best_round", "personalized_score", "final_vqa_accuracy", "majority_baseline",
         "final_geneval_overall", "geneval_empty_prompt", "bytes_uploaded_per_round",
     ]
@@ -307,18 +307,18 @@ def test_write_summary(tmp_path: Path, eval_files: dict[int, Path]) -> None:
         "| Personalized | Majority baseline | Uploaded / round |"
     )
     assert lines[6:] == [
-        "| fedavg | federated | fedavg | 4 | 0.5 | 4 | VQA acc. | 50.0% | 62.5% | 2 | 56.2% | 25.0% | 2.5 MB |",
-        "| centralized | centralized | n/a | 1 | iid | 4 | VQA acc. | 75.0% | 75.0% | 2 | n/a | 25.0% | n/a |",
+        "| fedavg | federated | fedprox (μ=0.01) | 4 | 0.5 | 4 | VQA acc. | 50.0% | 62.5% | 2 | 56.2% | 25.0% | 2.5 MB |",
+        "| centralized | centralized | n/a | pooled | pooled | 4 | VQA acc. | 75.0% | 75.0% | 2 | n/a | 25.0% | n/a |",
     ]
 
 
 def test_summary_markdown_labels_robust_rules_and_attacks(eval_files: dict[int, Path]) -> None:
     honest, _ = experiments(eval_files)
-    attacked = honest | {"name": "attacked", "robust": "median",
+    attacked = honest | {"name": "attacked", "robust": "median", "label": "fedavg + median",
                          "attack": attack_label({"kind": "sign_flip", "clients": [0, 1], "scale": 10.0}, 4)}
     lines = summary_markdown(summary_rows([honest, attacked])).splitlines()
     assert lines[4].startswith("| Experiment | Kind | Strategy | Attack | Clients |")
-    assert lines[6].startswith("| fedavg | federated | fedavg | none | 4 |")
+    assert lines[6].startswith("| fedavg | federated | fedprox (μ=0.01) | none | 4 |")
     assert lines[7].startswith("| attacked | federated | fedavg + median | sign_flip ×10, 2 of 4 clients from round 1 | 4 |")
     assert attack_label({"kind": "gaussian", "fraction": 0.3, "from_round": 2}, 10) == "gaussian, 3 of 10 clients from round 2"
 

@@ -12,8 +12,10 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 from workflow_util import (
     embedded_bytes,
+    job_counts,
     report_results,
     snakemake,
     tiny_config,
@@ -27,7 +29,6 @@ STRATEGIES = {
     "fedavgm": {"name": "fedavgm", "server_momentum": 0.9},
     "fedadam": {"name": "fedadam", "eta": 0.01},
     "fedyogi": {"name": "fedyogi"},
-    "fedadagrad": {"name": "fedadagrad"},
     "fusion": {"name": "fedumm_fusion", "mapping": "softmax"},
     "fedcmp": {"name": "fedcmp"},
     "dp": {"name": "dp_fedavg", "clip_norm": 1.0, "noise_multiplier": 0.5, "delta": 1e-5},
@@ -45,6 +46,8 @@ BASELINES = {
     "centralized": {"kind": "centralized"},
     "local": {"kind": "local"},
 }
+# FedAvg with a proximal term is FedProx: its own label and Table 1 row, never averaged with fedavg.
+PROX = {"prox": {"strategy": {"name": "fedavg"}, "train": {"prox_mu": 0.01}}}
 PAPER_FILES = [f"results/tables/{t}.{ext}" for t in ("table1", "table3", "table4") for ext in ("csv", "md", "tex")]
 
 
@@ -52,7 +55,7 @@ PAPER_FILES = [f"results/tables/{t}.{ext}" for t in ("table1", "table3", "table4
 def comparison_run(tmp_path_factory) -> tuple[Path, dict]:
     """Every strategy and the baselines, one round of 2 clients each, in one snakemake run."""
     workdir = tmp_path_factory.mktemp("comparison")
-    experiments = {name: {"strategy": strategy} for name, strategy in STRATEGIES.items()} | BASELINES
+    experiments = {name: {"strategy": strategy} for name, strategy in STRATEGIES.items()} | BASELINES | PROX
     experiments["median"]["partition"] = {"alpha": 1.0}
     config = tiny_config(experiments, rounds=1, clients=2)
     config["defaults"]["eval"]["initial"] = False  # round 0 is the same model in every experiment
@@ -69,7 +72,18 @@ def _csv(path: Path) -> list[dict]:
 def test_every_strategy_runs_and_lands_in_one_summary(comparison_run):
     workdir, config = comparison_run
     rows = {row["name"]: row for row in _csv(workdir / "results/summary.csv")}
-    assert set(rows) == set(STRATEGIES) | set(BASELINES)
+    assert set(rows) == set(STRATEGIES) | set(BASELINES) | set(PROX)
+    assert (rows["prox"]["strategy"], rows["prox"]["label"]) == ("fedavg", "fedprox (μ=0.01)")
+    assert (rows["median"]["label"], rows["dp"]["label"]) == (
+        "fedavg + median", "dp_fedavg (clip_norm=1, noise_multiplier=0.5, delta=1e-05, sampling_rate=1)")
+    summary_md = (workdir / "results/summary.md").read_text()
+    assert "| prox | federated | fedprox (μ=0.01) | 2 | 0.5 |" in summary_md
+    assert "| centralized | centralized | n/a | pooled | pooled |" in summary_md
+    # every experiment keeps the config it ran with, one that reruns it alone
+    resolved = yaml.safe_load((workdir / "results/prox/config.yaml").read_text())
+    assert resolved["experiments"]["prox"]["train"]["prox_mu"] == 0.01
+    rerun = job_counts(snakemake(workdir, "-n", "--configfile", "results/prox/config.yaml").stdout)
+    assert not {"init_adapter", "client_train", "aggregate", "evaluate"} & set(rerun)  # same experiment: nothing to retrain
     for name, strategy in STRATEGIES.items():
         assert rows[name]["strategy"] == strategy["name"]
         assert 0.0 <= float(rows[name]["final_vqa_accuracy"]) <= 1.0
@@ -89,12 +103,13 @@ def test_every_strategy_runs_and_lands_in_one_summary(comparison_run):
 def test_the_papers_tables_hold_the_runs(comparison_run):
     workdir, _ = comparison_run
     table1 = _csv(workdir / "results/tables/table1.csv")
-    central = next(row for row in table1 if row["Strategy"] == "Centralized")
-    fedavg = next(row for row in table1 if row["Strategy"] == "fedavg")
-    # Both experiments have the strategy name fedavg: α=0.5 is fedavg, α=1 is median.
-    average = (float(fedavg["α=0.5"]) + float(fedavg["α=1"])) / 2
-    assert float(fedavg["Avg"]) == pytest.approx(average)
-    assert float(fedavg["vs. centralized"]) == pytest.approx(average - float(central["Avg"]))
+    rows = {row["Strategy"]: row for row in table1}
+    central, fedavg, prox, median = (rows[label] for label in ("Centralized", "fedavg", "fedprox (μ=0.01)", "fedavg + median"))
+    # fedavg, FedProx and fedavg + median share the strategy name fedavg: each has its own row
+    assert (fedavg["α=1"], median["α=0.5"], prox["α=1"]) == ("", "", "")
+    assert float(fedavg["Avg"]) == pytest.approx(float(fedavg["α=0.5"]))
+    assert float(prox["vs. centralized"]) == pytest.approx(float(prox["α=0.5"]) - float(central["Avg"]))
+    assert float(median["Avg"]) == pytest.approx(float(median["α=1"]))
 
     table3 = (workdir / "results/tables/table3.md").read_text()
     assert "| Centralized (full fine-tuning) | — | — | — |" in table3

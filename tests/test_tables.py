@@ -17,12 +17,15 @@ from fedumm.reports.tables import MISSING, Table
 
 def run(name: str, kind: str, score: float, *, clients: int = 2, alpha: float | None = 0.5,
         strategy: str | None = "fedavg", group: str | None = None, bytes_per_round: float | None = None,
-        tuning: str = "joint", metric: str = "vqa.accuracy") -> dict:
+        tuning: str = "joint", metric: str = "vqa.accuracy", label: str | None = None,
+        experiment: dict | None = None, baseline: str | None = None, dataset: str = "shapes") -> dict:
     """A `tables.run_record` written by hand; `group` defaults to the name (no replicate)."""
+    federated = kind == "federated"
     return {
-        "name": name, "group": group or name, "kind": kind, "strategy": strategy if kind == "federated" else None,
-        "clients": clients, "alpha": alpha, "tuning": tuning, "metric": metric, "score": score,
-        "bytes_per_round": bytes_per_round,
+        "name": name, "group": group or name, "kind": kind, "strategy": strategy if federated else None,
+        "label": (label or strategy) if federated else None, "baseline": baseline, "dataset": dataset,
+        "model": "tiny", "experiment": experiment or {}, "clients": clients, "alpha": alpha, "tuning": tuning,
+        "metric": metric, "score": score, "bytes_per_round": bytes_per_round,
     }
 
 
@@ -41,12 +44,14 @@ def test_seed_group_ignores_only_the_seed() -> None:
 
 
 def test_run_record_from_a_summary_row() -> None:
-    experiment = {"kind": "federated", "seed": 1, "clients": 4, "tuning": {"mode": "lora"}, "partition": {"scheme": "dirichlet"}}
-    summary = {"strategy": "fedavg", "alpha": 0.1, "score_metric": "caption.CIDEr", "final_score": 1.25,
+    experiment = {"kind": "federated", "seed": 1, "clients": 4, "tuning": {"mode": "lora"}, "partition": {"scheme": "dirichlet"},
+                  "dataset": "shapes", "model": "tiny", "baseline": "central"}
+    summary = {"strategy": "fedavg", "label": "fedavg", "alpha": 0.1, "score_metric": "caption.CIDEr", "final_score": 1.25,
                "final_vqa_accuracy": None, "bytes_uploaded_per_round": 2e6}
     record = tables.run_record("fed", experiment, summary)
     assert record == {
         "name": "fed", "group": tables.seed_group(experiment), "kind": "federated", "strategy": "fedavg",
+        "label": "fedavg", "baseline": "central", "dataset": "shapes", "model": "tiny", "experiment": experiment,
         "clients": 4, "alpha": 0.1, "tuning": "lora", "metric": "caption.CIDEr", "score": 1.25,
         "bytes_per_round": 2e6, "partition": "dirichlet", "geneval": None,
     }
@@ -94,7 +99,7 @@ def test_table1_layout_avg_and_vs_centralized() -> None:
     assert column(table, "α=1") == [None, pytest.approx(70.0), None]  # no 4-client α=1 run
     assert column(table, "Avg") == [pytest.approx(80.0), pytest.approx(62.5), pytest.approx(40.0)]
     assert column(table, "vs. centralized") == [None, pytest.approx(-17.5), pytest.approx(-40.0)]
-    assert "Each cell is the mean over the experiments with that strategy, number of clients and α (1–2 seeds)." in table.notes
+    assert "Each cell is the mean over experiments that differ only in their seed (1–2 seeds)." in table.notes
     assert table.notes[0] == "Final score of the federated experiments (last evaluated round): VQA accuracy in %."
     assert "vs. centralized: Avg minus the centralized score (central), in percentage points." in table.notes
 
@@ -110,18 +115,47 @@ def test_table1_layout_avg_and_vs_centralized() -> None:
 
 def test_table1_strategy_column_iid_and_mixed_cells() -> None:
     runs = [
-        run("fedavg", "federated", 0.5, alpha=0.5),
-        run("fedavg_r16", "federated", 0.7, alpha=0.5),  # another setting in the same cell
-        run("prox", "federated", 0.4, alpha=None, strategy="fedprox"),
+        run("fedavg", "federated", 0.5, alpha=0.5, experiment={"lora": {"r": 8}, "seed": 0}),
+        run("fedavg_r16", "federated", 0.7, alpha=0.5, experiment={"lora": {"r": 16}, "seed": 0}),
+        run("prox", "federated", 0.4, alpha=None, strategy="fedavg", label="fedprox (μ=0.01)"),
     ]
     table = tables.table1(runs)
     assert table.columns == ("Strategy", "Clients", "α=0.5", "IID", "Avg", "vs. centralized")
+    # runs that differ in more than their seed are never averaged: lora.r gives each its own row
     assert table.rows == (
-        ("fedavg", 2, pytest.approx(60.0), None, pytest.approx(60.0), None),
-        ("fedprox", 2, None, pytest.approx(40.0), pytest.approx(40.0), None),
+        ("fedavg [lora.r=16]", 2, pytest.approx(70.0), None, pytest.approx(70.0), None),
+        ("fedavg [lora.r=8]", 2, pytest.approx(50.0), None, pytest.approx(50.0), None),
+        ("fedprox (μ=0.01)", 2, None, pytest.approx(40.0), pytest.approx(40.0), None),
     )
     assert "No centralized experiment: vs. centralized is —." in table.notes
-    assert any("differ in more than their seed: fedavg, fedavg_r16" in note for note in table.notes)
+
+
+def test_table1_averages_only_seed_replicates_and_falls_back_to_names() -> None:
+    runs = [
+        run("a_s0", "federated", 0.4, group="a", experiment={"train": {"lr": 0.1}, "seed": 0}),
+        run("a_s1", "federated", 0.6, group="a", experiment={"train": {"lr": 0.1}, "seed": 1}),
+        run("b", "federated", 0.9, experiment={"train": {"lr": 0.1}, "seed": 0}),  # differs in nothing visible
+    ]
+    table = tables.table1(runs)
+    assert table.rows == (
+        ("fedavg [a]", 2, pytest.approx(50.0), pytest.approx(50.0), None),
+        ("fedavg [b]", 2, pytest.approx(90.0), pytest.approx(90.0), None),
+    )
+    assert "Each cell is the mean over experiments that differ only in their seed (1–2 seeds)." in table.notes
+
+
+def test_table1_compares_each_row_with_its_own_baseline() -> None:
+    runs = [
+        run("c4", "federated", 0.5, clients=4, baseline="central_big"),
+        run("c2", "federated", 0.6, clients=2),  # matched by dataset and model: central_small only
+        run("central_small", "centralized", 0.7, alpha=None),
+        run("central_big", "centralized", 0.9, alpha=None, dataset="shapes_big"),
+    ]
+    table = tables.table1(runs)
+    assert column(table, "Clients") == ["Centralized (central_small)", "Centralized (central_big)", 2, 4]
+    assert column(table, "vs. centralized") == [None, None, pytest.approx(-10.0), pytest.approx(-40.0)]
+    assert table.notes[-1] == ("vs. centralized: Avg minus the score of the row's centralized baseline, in percentage "
+                               "points: 2 clients vs. central_small; 4 clients vs. central_big.")
 
 
 def test_table1_single_experiment_is_one_cell() -> None:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from fedumm.federated.attacks import attacker_count
 from fedumm.io import atomic_path, atomic_write_text
+from fedumm.reports import identity
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -32,7 +33,7 @@ METRICS_COLUMNS: tuple[str, ...] = (
 """Columns of metrics.csv, one row per evaluated round."""
 
 SUMMARY_COLUMNS: tuple[str, ...] = (
-    "name", "kind", "strategy", "robust", "attack", "clients", "alpha", "rounds", "score_metric", "final_score",
+    "name", "kind", "strategy", "label", "robust", "attack", "clients", "alpha", "rounds", "score_metric", "final_score",
     "best_score", "best_round", "personalized_score", "final_vqa_accuracy", "majority_baseline",
     "final_geneval_overall", "geneval_empty_prompt", "bytes_uploaded_per_round",
 )
@@ -199,7 +200,7 @@ def summary_row(experiment: dict) -> dict:
     """One summary row (`SUMMARY_COLUMNS`) of an experiment.
 
     `experiment` has "name", "kind" ("federated", "centralized" or "local"), "strategy" (None
-    when not federated), optionally "robust" (its robust rule) and "attack" (``attack_label``), "clients", "alpha" (None for an iid partition), "rounds",
+    when not federated), "label" (its `fedumm.reports.identity.strategy_label`), optionally "robust" (its robust rule) and "attack" (``attack_label``), "clients", "alpha" (None for an iid partition), "rounds",
     "majority_baseline", "metrics" (its `eval_rows`, at least one) and "bytes_uploaded" (bytes
     uploaded by all clients in each round; empty when nothing is communicated).
 
@@ -217,6 +218,7 @@ def summary_row(experiment: dict) -> dict:
         "name": experiment["name"],
         "kind": experiment["kind"],
         "strategy": experiment["strategy"],
+        "label": experiment["label"],
         "robust": experiment.get("robust"),
         "attack": experiment.get("attack"),
         "clients": experiment["clients"],
@@ -289,8 +291,9 @@ def summary_markdown(rows: Sequence[dict]) -> str:
     """summary.md: title, the majority-answer baseline, and one table row per experiment.
 
     Scores are shown in each row's own metric (`format_score`), so experiments scored by
-    different metrics can share the table. A strategy's robust rule is shown with it ("fedavg +
-    median"); an Attack column appears when some experiment simulates one.
+    different metrics can share the table. The Strategy column is the run's full label
+    ("fedprox (μ=0.01)", "fedavg + median"); a centralized run pools every client's data, so its
+    clients and α are "pooled"; an Attack column appears when some experiment simulates one.
     """
     attacked = any(row.get("attack") for row in rows)
     generating = any(row.get("final_geneval_overall") is not None for row in rows)
@@ -313,10 +316,10 @@ def summary_markdown(rows: Sequence[dict]) -> str:
         cells = (
             _md_cell(row["name"]),
             _md_cell(row["kind"]),
-            _md_cell(f"{row['strategy']} + {row['robust']}" if row.get("robust") else row["strategy"]),
+            _md_cell(row["label"]),
             *((_md_cell(row.get("attack") or "none"),) if attacked else ()),
-            _md_cell(row["clients"]),
-            "iid" if row["alpha"] is None else _md_cell(row["alpha"]),
+            *(("pooled", "pooled") if row["kind"] == "centralized" else
+              (_md_cell(row["clients"]), "iid" if row["alpha"] is None else _md_cell(row["alpha"]))),
             _md_cell(row["rounds"]),
             _md_cell(metric_name(metric)),
             format_score(row["final_score"], metric),
@@ -512,6 +515,7 @@ def experiment_entry(name: str, experiment: dict, eval_files: Sequence[Path | st
         "name": name,
         "kind": experiment["kind"],
         "strategy": experiment["strategy"]["name"] if experiment["kind"] == "federated" else None,
+        "label": identity.strategy_label(experiment),
         "robust": (experiment["strategy"].get("robust") or {}).get("name") if experiment["kind"] == "federated" else None,
         "attack": attack_label(experiment.get("attack"), experiment["clients"]),
         "clients": experiment["clients"],

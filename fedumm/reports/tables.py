@@ -34,7 +34,7 @@ from statistics import fmean
 
 from fedumm import config as fedumm_config
 from fedumm.io import atomic_write_text
-from fedumm.reports import summary
+from fedumm.reports import identity, summary
 
 Cell = str | int | float | None
 """A table cell: text, a number in the column's unit, or None for a missing value."""
@@ -85,7 +85,9 @@ def run_record(name: str, experiment: dict, summary: dict) -> dict:
     """The input of the table builders for one experiment.
 
     `experiment` is the resolved experiment, `summary` its `fedumm.reports.summary.summary_row`. The record
-    holds `name`, `group` (`seed_group`), `kind`, `strategy` (None unless federated), `clients`,
+    holds `name`, `group` (`seed_group`), `kind`, `strategy` (None unless federated), `label` (its
+    `fedumm.reports.identity.strategy_label`), `baseline` (the experiment's ``baseline`` key), `dataset`,
+    `model`, `experiment` (the resolved experiment), `clients`,
     `alpha` (None for an iid partition), `tuning` (the tuning mode), `metric` (its score_metric),
     `score` (its final primary score, unscaled), `bytes_per_round` (mean bytes uploaded per
     round, None when nothing is uploaded), `partition` (its scheme) and `geneval` (the final round's GenEval task scores and
@@ -97,6 +99,11 @@ def run_record(name: str, experiment: dict, summary: dict) -> dict:
         "group": seed_group(experiment),
         "kind": experiment["kind"],
         "strategy": summary["strategy"],
+        "label": summary["label"],
+        "baseline": experiment.get("baseline"),
+        "dataset": experiment["dataset"],
+        "model": experiment["model"],
+        "experiment": experiment,
         "clients": experiment["clients"],
         "alpha": summary["alpha"],
         "tuning": experiment["tuning"]["mode"],
@@ -214,47 +221,65 @@ def _alpha_order(alpha: float | None) -> tuple[bool, float]:
 # ----------------------------------------------------------------------------- Table 1
 
 
-def _centralized_score(runs: Sequence[dict], metric: str) -> tuple[float | None, str]:
-    """The centralized reference of `metric` (mean over its centralized experiments), unscaled, and
-    a note saying where it comes from."""
-    central = [run for run in runs if run["kind"] == "centralized" and run["metric"] == metric]
-    score = _mean(run["score"] for run in central)
-    if score is None:
-        return None, "No centralized experiment: vs. centralized is —."
-    names = [run["name"] for run in central]
-    source = names[0] if len(names) == 1 else "the mean of " + ", ".join(names)
-    unit = "percentage points" if metric in summary.FRACTION_METRICS else f"{summary.metric_name(metric)} points"
-    return score, f"vs. centralized: Avg minus the centralized score ({source}), in {unit}."
+def _central_label(central: dict, several: bool) -> str:
+    return f"Centralized ({central['name']})" if several else "Centralized"
 
 
-def _cell_count_note(counts: Sequence[int]) -> str:
+def _baselines(group: dict, centrals: Sequence[dict]) -> list[dict]:
+    """The centralized seed groups a federated group is compared with: the one its ``baseline`` key
+    names, else those of the same dataset and model (they pool the same training data)."""
+    if group.get("baseline"):
+        return [central for central in centrals if group["baseline"] in central["names"]]
+    return [central for central in centrals
+            if (central.get("dataset"), central.get("model")) == (group.get("dataset"), group.get("model"))]
+
+
+def _row_labels(groups: Sequence[dict]) -> dict[str, str]:
+    """Each federated seed group's row label: its strategy label, and where groups of one label
+    would share a cell (same clients and α), the parameters that tell them apart, so that a cell
+    never averages runs that differ in more than their seed."""
+    labels = {group["group"]: group.get("label") or group["strategy"] for group in groups}
+    cells: dict[tuple, list[dict]] = {}
+    for group in groups:
+        cells.setdefault((group["metric"], labels[group["group"]], group["clients"], group["alpha"]), []).append(group)
+    for members in cells.values():
+        if len(members) > 1:
+            keys = identity.distinguishing_parameters([member.get("experiment", {}) for member in members])
+            for member in members:
+                detail = identity.parameters_label(member["experiment"], keys) if keys else member["name"]
+                labels[member["group"]] = f"{labels[member['group']]} [{detail}]"
+    return labels
+
+
+def _seeds_cell_note(groups: Sequence[dict]) -> str:
+    counts = [group["seeds"] for group in groups]
     if set(counts) == {1}:
         return "One experiment per cell."
     low, high = min(counts), max(counts)
     spread = str(low) if low == high else f"{low}–{high}"
-    return f"Each cell is the mean over the experiments with that strategy, number of clients and α ({spread} seeds)."
+    return f"Each cell is the mean over experiments that differ only in their seed ({spread} seeds)."
 
 
 def table1(runs: Sequence[dict]) -> Table:
     """FedUMM Table 1: final primary score by number of clients (rows) and Dirichlet α (columns).
 
-    Cells average the federated runs of the same strategy, clients and α (seeds); `Avg` is the mean of
-    the row's filled cells; `vs. centralized` is Avg minus the centralized score. A first row gives
-    the centralized score when there is one. With a single federated experiment the table has one
-    cell; with none, only the centralized row (or no row). When the experiments are scored by
-    different metrics, a first "Metric" column splits the rows by metric, each with its own
-    centralized row, since scores of different metrics are never averaged or compared.
+    A cell is the mean over runs that differ only in their seed (`average_seeds`); runs with the
+    same strategy label that differ in anything else get rows of their own (`_row_labels`). `Avg`
+    is the mean of the row's filled cells; `vs. centralized` is Avg minus the score of the row's
+    centralized baseline (`_baselines`: the experiments' ``baseline`` key, else the centralized
+    experiments of the same dataset and model). The centralized experiments come first. When the
+    experiments are scored by different metrics, a first "Metric" column splits the rows by
+    metric, since scores of different metrics are never averaged or compared.
     """
-    scored = [run for run in runs if run["kind"] in ("federated", "centralized")]
-    federated = [run for run in scored if run["kind"] == "federated"]
-    metrics = _metrics(scored)
+    groups = average_seeds([run for run in runs if run["kind"] in ("federated", "centralized")])
+    federated = [group for group in groups if group["kind"] == "federated"]
+    centrals = [group for group in groups if group["kind"] == "centralized"]
+    metrics = _metrics(groups)
     by_metric = len(metrics) > 1
-    alphas = sorted({run["alpha"] for run in federated}, key=_alpha_order)
-    strategies = sorted({run["strategy"] for run in federated})
-    by_strategy = len(strategies) > 1
-    cells: dict[tuple[str, str, int, float | None], list[dict]] = {}
-    for run in federated:
-        cells.setdefault((run["metric"], run["strategy"], run["clients"], run["alpha"]), []).append(run)
+    alphas = sorted({group["alpha"] for group in federated}, key=_alpha_order)
+    labels = _row_labels(federated)
+    by_strategy = len(set(labels.values())) > 1
+    cells = {(group["metric"], labels[group["group"]], group["clients"], group["alpha"]): group for group in federated}
 
     key_columns = (("Metric",) if by_metric else ()) + (("Strategy",) if by_strategy else ()) + ("Clients",)
     columns = key_columns + tuple(_alpha_label(alpha) for alpha in alphas) + ("Avg", "vs. centralized")
@@ -263,29 +288,41 @@ def table1(runs: Sequence[dict]) -> Table:
     rows: list[tuple[Cell, ...]] = []
     notes = [
         f"Final score of the federated experiments (last evaluated round): {_score_description(metrics)}.",
-        _cell_count_note([len(members) for members in cells.values()]) if cells else "No federated experiment.",
+        _seeds_cell_note(federated) if federated else "No federated experiment.",
         "Avg: mean of the row's filled α cells; — marks a combination without an experiment.",
     ]
     for metric in metrics:
-        central, central_note = _centralized_score(scored, metric)
-        notes.append(f"{summary.metric_name(metric)}: {central_note}" if by_metric else central_note)
-        if central is not None:
-            label = _metric_cell(metric, by_metric) + (("Centralized", None) if by_strategy else ("Centralized",))
-            rows.append(label + (None,) * len(alphas) + (_scaled(central, metric), None))
-        for strategy, clients in sorted({(strategy, clients) for m, strategy, clients, _ in cells if m == metric}):
-            row_cells = [cells.get((metric, strategy, clients, alpha), []) for alpha in alphas]
-            values = [_mean(run["score"] for run in members) for members in row_cells]
+        metric_centrals = [central for central in centrals if central["metric"] == metric]
+        several = len(metric_centrals) > 1
+        prefix = f"{summary.metric_name(metric)}: " if by_metric else ""
+        for central in metric_centrals:
+            label = _metric_cell(metric, by_metric) + ((_central_label(central, several), None) if by_strategy
+                                                       else (_central_label(central, several),))
+            rows.append(label + (None,) * len(alphas) + (_scaled(central["score"], metric), None))
+        unit = "percentage points" if metric in summary.FRACTION_METRICS else f"{summary.metric_name(metric)} points"
+        compared = []
+        for label, clients in sorted({(labels[g["group"]], g["clients"]) for g in federated if g["metric"] == metric}):
+            row_groups = [cells.get((metric, label, clients, alpha)) for alpha in alphas]
+            values = [None if group is None else group["score"] for group in row_groups]
             average = _mean(values)
-            difference = None if central is None or average is None else average - central
-            key = _metric_cell(metric, by_metric) + ((strategy, clients) if by_strategy else (clients,))
+            baselines = {central["name"]: central for group in row_groups if group is not None
+                         for central in _baselines(group, metric_centrals)}
+            reference = _mean(central["score"] for central in baselines.values())
+            difference = None if reference is None or average is None else average - reference
+            key = _metric_cell(metric, by_metric) + ((label, clients) if by_strategy else (clients,))
             rows.append(key + tuple(_scaled(value, metric) for value in values)
                         + (_scaled(average, metric), _scaled(difference, metric)))
-            notes += [
-                f"Cell {strategy}, {clients} clients, {_alpha_label(alpha)} averages experiments that differ in more "
-                f"than their seed: {', '.join(run['name'] for run in members)}."
-                for alpha, members in zip(alphas, row_cells)
-                if len({run["group"] for run in members}) > 1
-            ]
+            compared.append((f"{label}, {clients} clients" if by_strategy else f"{clients} clients", sorted(baselines)))
+        sources = {tuple(names) for _, names in compared}
+        if not metric_centrals:
+            notes.append(prefix + "No centralized experiment: vs. centralized is —.")
+        elif len(sources) <= 1:
+            names = next(iter(sources), tuple(central["name"] for central in metric_centrals))
+            source = ", ".join(names) if names else "none of the same dataset and model: —"
+            notes.append(prefix + f"vs. centralized: Avg minus the centralized score ({source}), in {unit}.")
+        else:
+            pairs = "; ".join(f"{row} vs. {', '.join(names) or '—'}" for row, names in compared)
+            notes.append(prefix + f"vs. centralized: Avg minus the score of the row's centralized baseline, in {unit}: {pairs}.")
     if not metrics:
         notes.append("No centralized experiment: vs. centralized is —.")
     title = f"Table 1: {summary.score_label(metrics)} by number of clients and Dirichlet α"

@@ -11,6 +11,7 @@ from fedumm import config as fedumm_config
 from fedumm.federated import planning
 from fedumm.federated import strategies
 from fedumm.models import checks as model_checks
+from fedumm.reports import identity
 
 
 EXPERIMENTS = fedumm_config.load_experiments(
@@ -44,15 +45,16 @@ localrules:
 # ---------------------------------------------------------------- resources
 
 
+# Keys of config.resources passed to the rules as snakemake-executor-plugin-slurm's resources of the same name.
+SLURM_RESOURCE_KEYS = ("slurm_partition", "slurm_account", "gpu", "gpu_model", "constraint", "qos", "slurm_extra", "tasks", "nodes")
+
+
 def rule_resources(rule_name):
-    """Cluster resources of a rule: config.resources.default overlaid with the rule's entry."""
+    """Cluster resources of a rule: config.resources.default overlaid with the rule's entry; the
+    SLURM keys only where set (0, null and absent ask for nothing)."""
     merged = {**config["resources"]["default"], **config["resources"].get(rule_name, {})}
     resources = {"mem_mb": merged["mem_mb"], "runtime": merged["runtime"]}
-    for key in ("slurm_partition", "slurm_account"):
-        if merged.get(key):
-            resources[key] = merged[key]
-    if merged.get("gpu"):
-        resources["gpu"] = merged["gpu"]
+    resources.update({key: merged[key] for key in SLURM_RESOURCE_KEYS if merged.get(key)})
     return resources
 
 
@@ -93,6 +95,18 @@ def base_model_dir(model):
 def model_generates(e):
     """Whether an experiment's model generates images (its entry has a ``generation`` block)."""
     return bool(config["models"][e["model"]].get("generation"))
+
+
+def init_adapter_inputs(wildcards):
+    """The base model, and a warm start's adapter file (another experiment's round is a DAG edge)."""
+    e = EXPERIMENTS[wildcards.exp]
+    inputs = {"base": base_model_dir(e["model"])}
+    start = fedumm_config.warm_start(e)
+    if isinstance(start, tuple):
+        inputs["warm_start"] = f"{global_dir(*start)}/{artifacts.ADAPTER_WEIGHTS}"
+    elif start:
+        inputs["warm_start"] = f"{start}/{artifacts.ADAPTER_WEIGHTS}"
+    return inputs
 
 
 def feature_file(exp, split):
@@ -401,6 +415,7 @@ def all_outputs():
     return [
         *(f"results/{exp}/metrics.csv" for exp in EXPERIMENTS),
         *(f"results/{exp}/lineage.jsonl" for exp in EXPERIMENTS),
+        *(f"results/{exp}/{artifacts.RESOLVED_CONFIG}" for exp in EXPERIMENTS),
         *(f"results/{exp}/partition/heatmap.png" for exp in EXPERIMENTS),
         "results/summary.csv",
         "results/summary.md",

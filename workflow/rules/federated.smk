@@ -7,7 +7,7 @@
 
 rule init_adapter:
     input:
-        base=lambda wildcards: base_model_dir(EXPERIMENTS[wildcards.exp]["model"]),
+        unpack(init_adapter_inputs),
     output:
         weights=f"{global_dir(EXP, 0)}/{artifacts.ADAPTER_WEIGHTS}",
         config=f"{global_dir(EXP, 0)}/{artifacts.ADAPTER_CONFIG}",

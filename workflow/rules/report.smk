@@ -14,6 +14,7 @@ rule experiment_tables:
             subcategory="{exp}",
         ),
         lineage="results/{exp}/lineage.jsonl",
+        config=f"results/{{exp}}/{artifacts.RESOLVED_CONFIG}",
     log:
         "logs/experiment_tables/{exp}.log",
     benchmark:
@@ -21,6 +22,7 @@ rule experiment_tables:
     params:
         experiment=lambda wildcards: EXPERIMENTS[wildcards.exp],
         config_hash=lambda wildcards: fedumm_config.config_hash(EXPERIMENTS[wildcards.exp]),
+        resolved=lambda wildcards: identity.resolved_config(wildcards.exp, EXPERIMENTS[wildcards.exp], config),
     threads: 1
     resources:
         **rule_resources("default"),
