@@ -74,7 +74,7 @@ def test_a_run_writes_the_artifact_contract(finished_run):
     metrics = json.loads((results / "fedadam/round_001/clients/0/metrics.json").read_text())
     assert metrics["num_samples"] > 0 and metrics["steps"] == 3 and metrics["bytes_uploaded"] > 0
     summary = (results / "summary.md").read_text()
-    assert re.search(r"\| fedadam \| federated \| fedadam \| 2 \| 0.5 \| 4 \|", summary)
+    assert re.search(r"\| fedadam \| federated \| fedadam \(eta=0.01\) \| 2 \| 0.5 \| 4 \|", summary)
     assert (results / "fedadam/partition/heatmap.png").read_bytes()[:4] == b"\x89PNG"
     for rule in ("client_train", "aggregate", "evaluate"):
         assert list((finished_run / "logs" / rule).rglob("*.log")), rule
@@ -92,6 +92,89 @@ def test_the_global_adapter_loads_with_plain_peft(finished_run):
     lora = [name for name, _ in loaded.named_parameters() if "lora_" in name]
     connector = [name for name, _ in loaded.named_parameters() if "connector.modules_to_save" in name]
     assert lora and connector
+
+
+def test_fedumm_predict_answers_as_the_evaluation_does_and_refuses_unknown_words(finished_run, tmp_path):
+    """`fedumm predict` on test images (saved as files) gives the answers that the evaluation's own
+    code gives on the dataset shards; a word outside the word-level vocabulary is named."""
+    from fedumm.data.shards import read_samples, split_shards
+    from fedumm.evaluation.evaluate import predict_answers
+    from fedumm.models import families
+    from fedumm.models.adapters import load_adapter
+
+    base_dir, adapter_dir = finished_run / "results/models/tiny/base", finished_run / "results/fedadam/round_004/global"
+    shards = split_shards(finished_run / "results/data/shapes", "test")
+    samples = [s for s in read_samples(shards) if s["task"] == "vqa"][:6]
+    for sample in samples:
+        sample.pop("image").save(tmp_path / f"{sample['id']}.png")
+    fedumm_command = [str(Path(SNAKEMAKE[0]).parent / "fedumm"), "predict", "--base", str(base_dir),
+                      "--adapter", str(adapter_dir), "--json", "--batch-size", "4"]
+    pairs = [arg for sample in samples for arg in ("--image", str(tmp_path / f"{sample['id']}.png"),
+                                                   "--question", sample["question"])]
+    result = subprocess.run([*fedumm_command, *pairs], capture_output=True, text=True, check=True)
+    answers = [json.loads(line)["answer"] for line in result.stdout.splitlines()]
+
+    base = families.load_base(base_dir)
+    model_inputs = base.family.inputs(base, shards, {sample["id"] for sample in samples})
+    model = load_adapter(base.model, adapter_dir, is_trainable=False)
+    expected = predict_answers(model, model_inputs, samples, 64, {"vqa": 8}, "cpu")
+    assert answers == [expected[sample["id"]] for sample in samples]
+    assert all(answer for answer in answers)
+
+    refused = subprocess.run([*fedumm_command, "--image", str(tmp_path / f"{samples[0]['id']}.png"),
+                              "--question", "is the zebra Purple ?"], capture_output=True, text=True)
+    assert refused.returncode == 2 and "vocabulary lacks 'zebra'" in refused.stderr
+
+
+def test_fedumm_export_merges_the_adapter_into_a_base_that_gives_the_same_logits(finished_run, tmp_path):
+    import torch
+
+    from fedumm.models import vlm
+    from fedumm.models.adapters import load_adapter
+
+    base_dir, adapter_dir = finished_run / "results/models/tiny/base", finished_run / "results/fedadam/round_004/global"
+    out = tmp_path / "merged"
+    subprocess.run([str(Path(SNAKEMAKE[0]).parent / "fedumm"), "export", "--base", str(base_dir),
+                    "--adapter", str(adapter_dir), "--out", str(out)], check=True, capture_output=True)
+    merged, tokenizer, _ = vlm.load_base(out)
+    adapted = load_adapter(vlm.load_base(base_dir)[0], adapter_dir, is_trainable=False)
+    batch = {"input_ids": torch.tensor([[5, 6, 7, 8]]), "attention_mask": torch.ones(1, 4, dtype=torch.long),
+             "pixel_values": torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))}
+    with torch.no_grad():
+        torch.testing.assert_close(merged(**batch).logits, adapted(**batch).logits, atol=1e-5, rtol=1e-4)
+        assert not torch.allclose(vlm.load_base(base_dir)[0](**batch).logits, merged(**batch).logits)
+
+
+def test_a_warm_start_begins_from_the_adapter_it_names_and_refuses_one_that_does_not_fit(finished_run):
+    """init: {experiment, round} makes round 0 that round's global adapter, byte for byte; an adapter
+    of another LoRA rank is refused by the config, one of other LoRA targets by the init job."""
+    source = finished_run / GLOBAL.format("fedadam", 4)
+    adapter_dir = str(source.parent)
+    experiments = {
+        "fedadam": RESUMED_EXPERIMENTS["fedadam"],
+        "warm": {"init": {"experiment": "fedadam", "round": 4}, "rounds": 1},
+        "warm_dir": {"init": {"from": adapter_dir}, "rounds": 1},
+    }
+    (finished_run / "warm.yaml").write_text(json.dumps({"experiments": experiments}))
+    targets = [GLOBAL.format(name, 0) for name in ("warm", "warm_dir")]
+    snakemake(finished_run, "--cores", "2", "--configfile", "warm.yaml", *targets)
+    for target in targets:
+        assert (finished_run / target).read_bytes() == source.read_bytes()
+
+    other_rank = {"experiments": {"bad": {"init": {"from": adapter_dir}, "lora": {"r": 4}}}}
+    (finished_run / "bad.yaml").write_text(json.dumps(other_rank))
+    result = snakemake(finished_run, "-n", "--configfile", "bad.yaml", check=False)
+    assert result.returncode != 0
+    assert (f"config key 'experiments.bad.init.from': {adapter_dir} has LoRA r=8, the experiment lora.r=4"
+            in result.stdout + result.stderr)
+
+    other_targets = {"experiments": {"bad": {"init": {"from": adapter_dir}, "lora": {"target_modules": ["q_proj"]}}}}
+    (finished_run / "bad.yaml").write_text(json.dumps(other_targets))
+    result = snakemake(finished_run, "--cores", "1", "--configfile", "bad.yaml", GLOBAL.format("bad", 0), check=False)
+    assert result.returncode != 0
+    log = (finished_run / "logs/init_adapter/bad.log").read_text()
+    assert f"warm start {adapter_dir}: its adapter does not fit this experiment's" in log
+    assert not (finished_run / GLOBAL.format("bad", 0)).exists()
 
 
 def test_raising_rounds_schedules_only_the_new_rounds(finished_run, tmp_path):

@@ -18,6 +18,7 @@ from fedumm.models.training import OptimConfig, configure_torch, train
 from fedumm.models.vlm import build_vlm, save_base
 
 PARTS = {"vision": "vision_tower", "language": "language_model"}
+ALL_PARTS = ("connector", *PARTS.values())
 
 
 def trained_parts(spec: dict) -> list[str]:

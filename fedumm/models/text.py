@@ -148,3 +148,18 @@ def decode_answers(tokenizer: PreTrainedTokenizerBase, token_ids: torch.Tensor |
             row = row[: row.index(tokenizer.eos_token_id)]
         answers.append(tokenizer.decode(row, skip_special_tokens=True).strip().lower())
     return answers
+
+
+def out_of_vocabulary(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str]) -> list[str]:
+    """The words of ``texts`` that a word-level tokenizer would turn into `<unk>`, sorted.
+
+    Empty for subword tokenizers (BPE, SentencePiece), which spell out any word. The words are
+    those the tokenizer itself sees (its normalizer and pre-tokenizer), so "Red?" is "red" and "?".
+    """
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None or not isinstance(backend.model, WordLevel):
+        return []
+    vocabulary = tokenizer.get_vocab()
+    normalize = backend.normalizer.normalize_str if backend.normalizer else (lambda text: text)
+    words = {word for text in texts for word, _ in backend.pre_tokenizer.pre_tokenize_str(normalize(text))}
+    return sorted(word for word in words if word not in vocabulary)

@@ -57,6 +57,10 @@ class Family(Protocol):
         """LoRA on the language model's ``lora.target_modules`` and the vision encoder's
         ``lora.vision_target_modules``, plus the projector as a trained copy when ``connector_trainable``."""
 
+    def export(self, base: LoadedBase, merged: torch.nn.Module, out_dir: Path) -> str:
+        """Write ``merged`` (the base with an adapter merged in) as a standalone model directory;
+        return how to load it."""
+
     def inputs(self, base: LoadedBase, shards: list[Path], ids: set[str], feature_file: Path | None = None) -> ModelInputs:
         """The records of ``ids`` in ``shards`` as model inputs (cached features for the vision tower
         where the family supports them)."""

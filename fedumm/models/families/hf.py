@@ -285,6 +285,19 @@ class HFFamily:
         return {"steps": len(losses), "first_loss": losses[0] if losses else None,
                 "last_loss": sum(losses[-20:]) / len(losses[-20:]) if losses else None}
 
+    def export(self, base: LoadedBase, merged: torch.nn.Module, out_dir: Path) -> str:
+        """``save_pretrained`` of the merged model and its tokenizer (and processor, for hub models):
+        plain transformers loads it. ``spec.json`` points fedumm at the directory itself."""
+        spec = base.spec if "config" in base.spec else {**base.spec, "id": str(Path(out_dir).resolve())}
+        with atomic_dir(out_dir) as tmp:
+            merged.cpu().save_pretrained(tmp)
+            if "config" in base.spec:
+                base.processor.tokenizer.save_pretrained(tmp)
+            else:
+                base.processor.save_pretrained(tmp)
+            atomic_write_json(tmp / BASE_SPEC, {"spec": spec})
+        return f"transformers.AutoModelForImageTextToText.from_pretrained({str(out_dir)!r})"
+
     def load_base(self, base_dir: Path) -> LoadedBase:
         spec = json.loads((base_dir / BASE_SPEC).read_text(encoding="utf-8"))["spec"]
         source = str(base_dir) if "config" in spec else spec["id"]

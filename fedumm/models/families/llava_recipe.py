@@ -59,6 +59,12 @@ class LlavaRecipe:
     def adapter_config(self, model: torch.nn.Module, lora: dict, connector_trainable: bool) -> peft.LoraConfig:
         return adapters.adapter_config(lora, connector_trainable)
 
+    def export(self, base: LoadedBase, merged: torch.nn.Module, out_dir: Path) -> str:
+        """A base-model directory holding every part: the model class is fedumm's own composition,
+        so fedumm (``fedumm predict --base``, or a model entry's base) is what loads it."""
+        vlm.save_base(merged.cpu(), base.processor, base.spec, out_dir, trained_parts=sorted(pretrain.ALL_PARTS))
+        return f"fedumm.models.vlm.load_base({str(out_dir)!r}) (a fedumm base directory: this family has no transformers class)"
+
     def inputs(self, base: LoadedBase, shards: list[Path], ids: set[str], feature_file: Path | None = None):
         visual = batches.VisualSource(
             shards, ids, feature_file=feature_file,
