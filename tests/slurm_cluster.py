@@ -56,6 +56,8 @@ SLURM_PROFILE = REPO_ROOT / "profiles" / "slurm"
 #: clean-up of clusters left behind by a killed test run.
 DIR_PREFIX = "fedumm-slurm-"
 PARTITION = "debug"
+NODE_FEATURE = "fedumm_node"
+NODE_MIN_CPUS = 4  # the node's feature, for tests of sbatch -C (constraint)
 MUNGE_KEY = Path("/etc/munge/munge.key")
 SBIN_DIRS = ("/usr/sbin", "/sbin", "/usr/local/sbin")
 
@@ -374,6 +376,9 @@ MpiDefault=none
 SchedulerType=sched/backfill
 SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU_Memory
+# The node may claim more CPUs than the machine has (NODE_MIN_CPUS), so that a test can ask for
+# more CPUs than the submitting host's cores and see them reach sbatch.
+SlurmdParameters=config_overrides
 ReturnToService=2
 # Keep finished jobs visible to squeue for 10 min: snakemake-executor-plugin-
 # slurm only uses `squeue` for status checks when MinJobAge >= 3 x
@@ -385,7 +390,7 @@ KillWait=5
 Waittime=0
 SlurmctldTimeout=30
 SlurmdTimeout=60
-NodeName={host} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={mem_mb} State=UNKNOWN
+NodeName={host} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={mem_mb} Features={feature} State=UNKNOWN
 PartitionName={partition} Nodes={host} Default=YES MaxTime=INFINITE State=UP
 """
 
@@ -570,7 +575,7 @@ def start_cluster(
         root=root,
         conf=conf,
         nodename=host,
-        cpus=_cpus(),
+        cpus=max(_cpus(), NODE_MIN_CPUS),
         mem_mb=_mem_mb(),
         ctld_port=ctld_port,
         slurmd_port=slurmd_port,
@@ -586,6 +591,7 @@ def start_cluster(
             cpus=cluster.cpus,
             mem_mb=cluster.mem_mb,
             partition=PARTITION,
+            feature=NODE_FEATURE,
         )
     )
 

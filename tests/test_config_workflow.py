@@ -8,7 +8,7 @@ import os
 import re
 
 import pytest
-from workflow_util import job_counts, snakemake, tiny_config, write_config
+from workflow_util import REPO, job_counts, snakemake, tiny_config, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -75,3 +75,17 @@ def test_a_user_configfile_runs_exactly_its_experiments(tmp_path):
     result = snakemake(tmp_path, "-n", "--configfile", "my.yaml", "--config", "experiments={prox: {rounds: 3}}")
     assert job_counts(result.stdout)["aggregate"] == 3 + 2
     assert _experiments_in_dry_run(snakemake(tmp_path, "-n").stdout) == {"fedavg", "centralized", "local"}
+
+
+def test_the_config_s_slurm_keys_become_the_rule_s_resources(tmp_path):
+    """The plugin's per-rule keys pass from config.resources to the rule (tests/test_slurm_workflow.py
+    checks what sbatch then receives)."""
+    config = tiny_config(rounds=1)
+    config["resources"]["client_train"] = {"cpus": 1, "mem_mb": 3000, "constraint": "a100", "qos": "long",
+                                           "slurm_extra": "--exclusive", "gpu_model": None}
+    write_config(tmp_path, config)
+    result = snakemake(tmp_path, "-n", "--profile", str(REPO / "profiles" / "slurm"))
+    block = result.stdout[result.stdout.index("rule client_train:"):]
+    resources = next(line for line in block.splitlines() if line.strip().startswith("resources:"))
+    assert "mem_mb=3000" in resources and "constraint=a100" in resources and "qos=long" in resources
+    assert "slurm_extra=--exclusive" in resources and "gpu_model" not in resources
