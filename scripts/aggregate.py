@@ -1,11 +1,14 @@
 """Aggregate one round's client uploads into the next global adapter (rule aggregate)."""
 
+import json
 from pathlib import Path
 
 from fedumm.federated.server import aggregate_round
-from fedumm.runlog import log_to
+from fedumm.reports import tracking
+from fedumm.runlog import job_header, log_to
 
-with log_to(snakemake.log[0]) as log:
+header = job_header(snakemake.rule, snakemake.wildcards, strategy=snakemake.params.job["strategy"]["name"])
+with log_to(snakemake.log[0], header) as log:
     params = snakemake.params.job
     client_dirs = {int(Path(m).parent.name): Path(m).parent for m in snakemake.input.metrics}
     summary = aggregate_round(
@@ -23,3 +26,6 @@ with log_to(snakemake.log[0]) as log:
         excluded=tuple(params["excluded"]),
     )
     log.info("round %s: %s", snakemake.wildcards.r, summary)
+    client_metrics = {k: json.loads(Path(m).read_text()) for k, m in zip(client_dirs, snakemake.input.metrics)}
+    tracking.track_metrics(snakemake.config.get("tracking"), snakemake.wildcards.exp, int(snakemake.wildcards.r),
+                           tracking.round_metrics(summary, client_metrics))

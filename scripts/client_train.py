@@ -5,9 +5,10 @@ from pathlib import Path
 from fedumm.artifacts import client_index_name
 from fedumm.data.shards import split_shards
 from fedumm.federated.client import ClientInputs, ClientJob, LocalTraining, train_client
-from fedumm.runlog import log_to
+from fedumm.runlog import job_header, log_to
 
-with log_to(snakemake.log[0]) as log:
+header = job_header(snakemake.rule, snakemake.wildcards, strategy=snakemake.params.job["strategy"]["name"])
+with log_to(snakemake.log[0], header) as log:
     inputs, params = snakemake.input, snakemake.params.job
     # Base model, partition, dataset and features: declared as inputs by round 1's clients only
     # (later rounds depend on them through the start adapter; workflow/rules/common.smk).

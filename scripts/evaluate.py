@@ -7,9 +7,10 @@ from fedumm.data import shards
 from fedumm.evaluation.evaluate import evaluate_adapters
 from fedumm.io import atomic_write_json
 from fedumm.models.training import configure_torch
-from fedumm.runlog import log_to
+from fedumm.reports import tracking
+from fedumm.runlog import job_header, log_to
 
-with log_to(snakemake.log[0]) as log:
+with log_to(snakemake.log[0], job_header(snakemake.rule, snakemake.wildcards)) as log:
     device = configure_torch(0, snakemake.threads)
     scores = evaluate_adapters(
         base_dir=Path(snakemake.input.base),
@@ -24,6 +25,8 @@ with log_to(snakemake.log[0]) as log:
     if "geneval" in snakemake.input.keys():
         scores["geneval"] = json.loads(Path(snakemake.input.geneval).read_text())
     atomic_write_json(snakemake.output[0], {"round": int(snakemake.wildcards.r), **scores})
+    tracking.track_metrics(snakemake.config.get("tracking"), snakemake.wildcards.exp, int(snakemake.wildcards.r),
+                           tracking.eval_metrics(scores))
     log.info(
         "round %s: %s %s (mean over clients on their own split: %s)",
         snakemake.wildcards.r,

@@ -7,9 +7,9 @@ from fedumm.evaluation.evaluate import read_client_splits
 from fedumm.evaluation.text_to_image import evaluate_generation
 from fedumm.io import atomic_write_bytes, atomic_write_json
 from fedumm.models.training import configure_torch
-from fedumm.runlog import log_to
+from fedumm.runlog import job_header, log_to
 
-with log_to(snakemake.log[0]) as log:
+with log_to(snakemake.log[0], job_header(snakemake.rule, snakemake.wildcards)) as log:
     device = configure_torch(0, snakemake.threads)
     scores, grid = evaluate_generation(
         base_dir=Path(snakemake.input.base),

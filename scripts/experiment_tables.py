@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from fedumm.reports import identity, lineage, summary
+from fedumm.reports import identity, lineage, summary, tracking
 from fedumm.runlog import log_to
 
 with log_to(snakemake.log[0]) as log:
@@ -14,4 +14,6 @@ with log_to(snakemake.log[0]) as log:
     )
     lineage.write_lineage(Path(snakemake.output.lineage), records)
     identity.write_resolved_config(snakemake.output.config, snakemake.params.resolved)
+    tracking.track_run(snakemake.config.get("tracking"), snakemake.wildcards.exp, snakemake.params.experiment,
+                       [snakemake.output.metrics, snakemake.output.config, snakemake.output.lineage])
     log.info("%d evaluated rounds, %d lineage records", len(rows), len(records))

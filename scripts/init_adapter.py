@@ -3,9 +3,9 @@
 from pathlib import Path
 
 from fedumm.federated.initial import initial_adapter
-from fedumm.runlog import log_to
+from fedumm.runlog import job_header, log_to
 
-with log_to(snakemake.log[0]) as log:
+with log_to(snakemake.log[0], job_header(snakemake.rule, snakemake.wildcards)) as log:
     initial_adapter(
         base_dir=Path(snakemake.input.base),
         lora=snakemake.params.lora,
