@@ -34,3 +34,10 @@ rule all:
     input:
         all_outputs(),
     default_target: True
+
+
+onsuccess:
+    print(
+        "fedumm: results/summary.md (one row per experiment), results/tables/ (the papers' tables), "
+        "results/score_vs_round.png; `snakemake --report report.html` collects tables and figures in one file."
+    )

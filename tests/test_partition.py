@@ -218,3 +218,23 @@ def test_atomic_path_replaces_on_success_and_cleans_up_on_error(tmp_path: Path) 
         raise RuntimeError("boom")
     assert target.read_text().startswith('{\n  "a"')
     assert [p.name for p in target.parent.iterdir()] == ["out.json"]
+
+
+def test_a_heatmap_of_thousands_of_labels_keeps_the_most_frequent_and_sums_the_rest(tmp_path):
+    from PIL import Image
+
+    from fedumm.partition.figures import MAX_HEATMAP_LABELS, heatmap_png, top_labels
+
+    rng = np.random.default_rng(0)
+    values = [f"answer{j:04d}" for j in range(3000)]
+    counts = rng.integers(0, 3, size=(200, 3000))
+    counts[:, 7] += 50  # the most frequent label
+    kept, kept_counts = top_labels(values, counts)
+    assert len(kept) == MAX_HEATMAP_LABELS and kept[-1] == f"other ({3000 - MAX_HEATMAP_LABELS + 1} labels)"
+    assert "answer0007" in kept and kept_counts.sum() == counts.sum()
+    assert (kept_counts.sum(axis=1) == counts.sum(axis=1)).all()  # every client's samples are still there
+    (tmp_path / "h.png").write_bytes(heatmap_png(values, counts, "many answers"))
+    with Image.open(tmp_path / "h.png") as image:
+        assert image.width <= 100 * (0.45 * MAX_HEATMAP_LABELS + 2.5) + 1 and image.height <= 1400
+    small = counts[:, :5]
+    assert top_labels(values[:5], small) == (values[:5], small)

@@ -507,3 +507,21 @@ def test_lineage_reads_rounds_past_999_from_the_round_directory(tmp_path: Path) 
         files.append(path)
     records = lineage_records(files, "hash", "code")
     assert [(r["round"], r["adapter"]) for r in records] == [(0, "global"), (999, "global"), (1000, "global"), (1200, "1")]
+
+
+def test_an_experiment_keeps_its_colour_across_figures() -> None:
+    """score_vs_round.png and accuracy_vs_bytes.png draw the same experiment in the same colour,
+    whatever the order or kind (curve or no-upload line) it is drawn in."""
+    from matplotlib.colors import to_hex
+
+    from fedumm.reports import summary
+
+    metrics = dict.fromkeys(("zeta", "alpha", "central"), "vqa.accuracy")
+    by_round = summary.score_vs_round_figure({"zeta": [(1, 0.5)], "alpha": [(1, 0.4)], "central": [(1, 0.6)]}, metrics, None)
+    by_bytes = summary.score_vs_bytes_figure({"zeta": [(1e6, 0.5)], "alpha": [(1e6, 0.4)]}, {"central": 0.6}, metrics)
+
+    def colours(figure) -> dict[str, str]:
+        return {line.get_label().removesuffix(" (no upload)"): to_hex(line.get_color()) for line in figure.axes[0].get_lines()}
+
+    assert colours(by_round) == colours(by_bytes)
+    assert len(set(colours(by_round).values())) == 3

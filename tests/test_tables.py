@@ -242,20 +242,22 @@ def test_table3_paradigms_with_missing_rows() -> None:
         run("local_s1", "local", 0.5, group="local"),
     ]
     table = tables.table3(runs)
-    assert table.columns == ("Configuration", "Experiment", "VQA acc. (%)", "Comm. (GB/round)")
+    # 94 MB per round: the column is in MB, as summary.md writes it ("94.0 MB")
+    assert table.columns == ("Configuration", "Experiment", "VQA acc. (%)", "Comm. (MB/round)")
     assert table.rows == (
         ("Centralized (full fine-tuning)", None, None, None),
         ("Centralized + LoRA", "central", pytest.approx(80.0), None),
         ("Single site (full fine-tuning)", None, None, None),
         ("Single site + LoRA", "local", pytest.approx(40.0), None),
-        ("Federated + LoRA", "fed_avg", pytest.approx(60.0), pytest.approx(0.094)),
+        ("Federated + LoRA", "fed_avg", pytest.approx(60.0), pytest.approx(94.0)),
     )
+    assert any(note.startswith("Comm.: MB (10^6 bytes) uploaded per round") for note in table.notes)
     assert any("no full-fine-tuning kind" in note for note in table.notes)
     assert any("local (2)" in note for note in table.notes)
     assert table.notes[0].startswith("VQA acc. (%): VQA accuracy in %, of the last evaluated round; single site:")
     markdown = tables.to_markdown(table)
     assert f"| Centralized (full fine-tuning) | {MISSING} | {MISSING} | {MISSING} |" in markdown
-    assert "| Federated + LoRA | fed_avg | 60.0 | 0.094 |" in markdown
+    assert "| Federated + LoRA | fed_avg | 60.0 | 94 |" in markdown
 
 
 def test_table3_kind_without_experiment_and_connector_tuning() -> None:
@@ -269,19 +271,19 @@ def test_table3_kind_without_experiment_and_connector_tuning() -> None:
 
 def test_table3_of_cider_scores() -> None:
     table = tables.table3(caption_runs())
-    assert table.columns == ("Configuration", "Experiment", "CIDEr", "Comm. (GB/round)")
+    assert table.columns == ("Configuration", "Experiment", "CIDEr", "Comm. (MB/round)")
     assert table.rows[1] == ("Centralized + LoRA", "cc_central", 1.5, None)
     assert table.rows[4:] == (
-        ("Federated + LoRA", "cc_a0.1", 0.5, pytest.approx(0.002)),
-        ("Federated + LoRA", "cc_a1", 1.25, pytest.approx(0.002)),
+        ("Federated + LoRA", "cc_a0.1", 0.5, pytest.approx(2.0)),
+        ("Federated + LoRA", "cc_a1", 1.25, pytest.approx(2.0)),
     )
     assert table.notes[0].startswith("CIDEr: CIDEr-D as a number (not a percentage), of the last evaluated round;")
-    assert "| Federated + LoRA | cc_a1 | 1.25 | 0.002 |" in tables.to_markdown(table)
+    assert "| Federated + LoRA | cc_a1 | 1.25 | 2 |" in tables.to_markdown(table)
 
 
 def test_table3_of_mixed_metrics_has_a_metric_column() -> None:
     table = tables.table3([run("fed_avg", "federated", 0.625), run("cc", "federated", 1.25, metric="caption.CIDEr")])
-    assert table.columns == ("Configuration", "Experiment", "Metric", "Primary score", "Comm. (GB/round)")
+    assert table.columns == ("Configuration", "Experiment", "Metric", "Primary score", "Comm. (GB/round)")  # nothing uploaded
     assert table.rows == (
         ("Centralized (full fine-tuning)", None, None, None, None),
         ("Centralized + LoRA", None, None, None, None),

@@ -80,14 +80,37 @@ def _colours(n: int) -> list:
     return [colormaps["turbo"](x) for x in np.linspace(0, 1, n)]
 
 
+# A heatmap shows at most this many labels (the most frequent; the rest summed in one "other" column)
+# and names clients only up to MAX_CLIENT_TICKS: VQA v2 has thousands of answers.
+MAX_HEATMAP_LABELS = 40
+MAX_CLIENT_TICKS = 60
+
+
+def top_labels(values: list[str], counts: np.ndarray, keep: int = MAX_HEATMAP_LABELS) -> tuple[list[str], np.ndarray]:
+    """The ``keep`` most frequent labels (ties by name) in their original order, and one last
+    column "other (n labels)" summing the rest when there are more than ``keep``."""
+    if len(values) <= keep:
+        return values, counts
+    order = sorted(range(len(values)), key=lambda j: (-int(counts[:, j].sum()), values[j]))
+    kept, rest = sorted(order[: keep - 1]), order[keep - 1 :]
+    other = counts[:, rest].sum(axis=1, keepdims=True)
+    return [values[j] for j in kept] + [f"other ({len(rest)} labels)"], np.hstack([counts[:, kept], other])
+
+
 def heatmap_png(values: list[str], counts: np.ndarray, title: str, xlabel: str = "label") -> bytes:
-    """PNG bytes of a client × label count heatmap with axis labels and a colour bar."""
+    """PNG bytes of a client × label count heatmap with axis labels and a colour bar; readable at any
+    number of labels (`top_labels`) and clients (no client names past MAX_CLIENT_TICKS, bounded height)."""
+    summed = len(values) > MAX_HEATMAP_LABELS
+    values, counts = top_labels(values, counts)
     n_clients, n_values = counts.shape
-    fig = _figure((max(4.0, 0.45 * n_values + 2.5), max(3.0, 0.35 * n_clients + 2.0)))
+    fig = _figure((max(4.0, 0.45 * n_values + 2.5), min(14.0, max(3.0, 0.35 * n_clients + 2.0))))
     ax = fig.add_subplot()
-    image = ax.imshow(counts, aspect="auto", cmap="viridis", interpolation="nearest")
+    # The "other" column sums thousands of labels: the colour scale is that of the labels shown.
+    vmax = max(int(counts[:, :-1].max()), 1) if summed else None
+    image = ax.imshow(counts, aspect="auto", cmap="viridis", interpolation="nearest", vmax=vmax)
     ax.set_xticks(range(n_values), labels=values, rotation=90, fontsize=8)
-    ax.set_yticks(range(n_clients), labels=[str(k) for k in range(n_clients)], fontsize=8)
+    if n_clients <= MAX_CLIENT_TICKS:
+        ax.set_yticks(range(n_clients), labels=[str(k) for k in range(n_clients)], fontsize=8)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("client")
     ax.set_title(title)
@@ -98,7 +121,8 @@ def heatmap_png(values: list[str], counts: np.ndarray, title: str, xlabel: str =
             for j in range(n_values):
                 colour = "black" if counts[client, j] > threshold else "white"
                 ax.text(j, client, str(counts[client, j]), ha="center", va="center", fontsize=6, color=colour)
-    fig.colorbar(image, ax=ax, label="samples")
+    fig.colorbar(image, ax=ax, label="samples" + (" (other: beyond the scale)" if summed else ""),
+                 extend="max" if summed else "neither")
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from statistics import fmean
 from typing import TYPE_CHECKING, Any
@@ -367,6 +367,17 @@ def _legend_label(name: str, metric: str, mixed: bool) -> str:
     return f"{name} ({metric_name(metric)})" if mixed else name
 
 
+def experiment_colors(names: Iterable[str]) -> dict[str, str]:
+    """One colour per experiment, the same in every figure that draws the same experiments: matplotlib's
+    tab10 (tab20 past ten experiments) assigned in sorted name order, not in drawing order."""
+    from matplotlib import colormaps
+    from matplotlib.colors import to_hex
+
+    ordered = sorted(set(names))
+    palette = colormaps["tab10" if len(ordered) <= 10 else "tab20"]
+    return {name: to_hex(palette(index % palette.N)) for index, name in enumerate(ordered)}
+
+
 def _save_png(fig: Figure, path: Path | str) -> None:
     """Write `fig` as a PNG, atomically, without the "Software" text chunk (Agg writes no
     timestamp), so that equal figures are equal files."""
@@ -394,10 +405,12 @@ def score_vs_round_figure(
     # A bare Figure renders with Agg for PNG and leaves pyplot's global state alone.
     fig = Figure(figsize=(6.4, 4.2), dpi=100)
     ax = fig.subplots()
+    colors = experiment_colors(curves)
     for name in sorted(curves):
         points = sorted(curves[name])
         label = _legend_label(name, metrics[name], mixed)
-        ax.plot([r for r, _ in points], [scale * score for _, score in points], marker="o", label=label)
+        ax.plot([r for r, _ in points], [scale * score for _, score in points], marker="o", label=label,
+                color=colors[name])
     if baseline is not None:
         ax.axhline(scale * baseline, color="grey", linestyle="--", label="majority-answer baseline")
     ax.set_xlabel("Communication round")
@@ -435,7 +448,7 @@ def cumulative_bytes_curve(metrics: Sequence[dict], uploaded: Sequence[float]) -
     return [(totals[row["round"]], row["score"]) for row in sorted(metrics, key=lambda row: row["round"])]
 
 
-def _byte_unit(largest: float) -> tuple[str, float]:
+def byte_unit(largest: float) -> tuple[str, float]:
     """The decimal unit (name, size) in which `largest` bytes reads best on an axis."""
     for name, size in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
         if largest >= size:
@@ -457,15 +470,17 @@ def score_vs_bytes_figure(
     scale, mixed = _axis_scale(distinct), len(distinct) > 1
     fig = Figure(figsize=(6.4, 4.2), dpi=100)
     ax = fig.subplots()
-    unit, size = _byte_unit(max((b for points in curves.values() for b, _ in points), default=0.0))
+    unit, size = byte_unit(max((b for points in curves.values() for b, _ in points), default=0.0))
+    # The same experiments as score_vs_round.png, so each keeps its colour there.
+    colors = experiment_colors([*curves, *references])
     for name in sorted(curves):
         points = sorted(curves[name])
         label = _legend_label(name, metrics[name], mixed)
-        ax.plot([b / size for b, _ in points], [scale * score for _, score in points], marker="o", label=label)
-    # Reference lines continue the colour cycle after the curves, so each keeps its own colour.
-    for index, name in enumerate(sorted(references), start=len(curves)):
+        ax.plot([b / size for b, _ in points], [scale * score for _, score in points], marker="o", label=label,
+                color=colors[name])
+    for name in sorted(references):
         label = f"{_legend_label(name, metrics[name], mixed)} (no upload)"
-        ax.axhline(scale * references[name], linestyle=":", color=f"C{index % 10}", label=label)
+        ax.axhline(scale * references[name], linestyle=":", color=colors[name], label=label)
     ax.set_xlabel(f"Cumulative bytes uploaded by clients ({unit})")
     ax.set_ylabel(score_label(distinct))
     ax.set_title(f"{_score_title(distinct)} against communication")

@@ -46,6 +46,7 @@ SIG3 = "sig3"
 """Format of columns spanning orders of magnitude (GB, GPU-hours): 3 significant digits, no exponent."""
 
 GB = 10**9
+_UNIT_BYTES = {"GB": "10^9", "MB": "10^6", "KB": "10^3", "B": "1"}
 
 TABLE_NAMES = ("table1", "table2", "table3", "table4")
 
@@ -397,10 +398,11 @@ def _empty_row(configuration: str, by_metric: bool) -> tuple[Cell, ...]:
     return (configuration,) + (None,) * (4 if by_metric else 3)
 
 
-def _paradigm_rows(groups: Sequence[dict], kind: str, paradigm: str, by_metric: bool) -> list[tuple[Cell, ...]]:
+def _paradigm_rows(groups: Sequence[dict], kind: str, paradigm: str, by_metric: bool,
+                   unit_bytes: float) -> list[tuple[Cell, ...]]:
     """Table 3 rows of the seed groups of one kind: configuration, experiment, its metric (when the
-    table mixes metrics), final score and GB uploaded per round; one row of — when the kind has no
-    experiment."""
+    table mixes metrics), final score and the bytes uploaded per round in units of ``unit_bytes``;
+    one row of — when the kind has no experiment."""
     members = [group for group in groups if group["kind"] == kind]
     if not members:
         return [_empty_row(f"{paradigm} + LoRA", by_metric)]
@@ -408,7 +410,7 @@ def _paradigm_rows(groups: Sequence[dict], kind: str, paradigm: str, by_metric: 
         (f"{paradigm} + {_adapters(group['tuning'])}", group["name"])
         + _metric_cell(group["metric"], by_metric)
         + (_scaled(group["score"], group["metric"]),
-           None if group["bytes_per_round"] is None else group["bytes_per_round"] / GB)
+           None if group["bytes_per_round"] is None else group["bytes_per_round"] / unit_bytes)
         for group in members
     ]
 
@@ -417,26 +419,29 @@ def table3(runs: Sequence[dict]) -> Table:
     """FedUMM Table 3: training paradigms. Rows: centralized full fine-tuning, centralized with
     adapters, single-site full fine-tuning, single site with adapters (`local` kind) and federated,
     one row per experiment (seeds averaged); columns: the final primary score (with a "Metric"
-    column when the experiments' metrics differ) and GB uploaded per round.
+    column when the experiments' metrics differ) and the bytes uploaded per round, in the decimal
+    unit (KB, MB, GB) that fits the largest, as summary.md writes them.
 
     The pipeline has no full-fine-tuning kind: those rows, and kinds without an experiment, show —.
     """
     groups = average_seeds(runs)
     metrics = _metrics(groups)
     by_metric = len(metrics) > 1
+    uploads = [group["bytes_per_round"] for group in groups if group["bytes_per_round"]]
+    unit, unit_bytes = summary.byte_unit(max(uploads, default=GB))
     rows = [
         _empty_row("Centralized (full fine-tuning)", by_metric),
-        *_paradigm_rows(groups, "centralized", "Centralized", by_metric),
+        *_paradigm_rows(groups, "centralized", "Centralized", by_metric, unit_bytes),
         _empty_row("Single site (full fine-tuning)", by_metric),
-        *_paradigm_rows(groups, "local", "Single site", by_metric),
-        *_paradigm_rows(groups, "federated", "Federated", by_metric),
+        *_paradigm_rows(groups, "local", "Single site", by_metric, unit_bytes),
+        *_paradigm_rows(groups, "federated", "Federated", by_metric, unit_bytes),
     ]
     score_column = summary.score_label(metrics)
     notes = [
         f"{score_column}: {_score_description(metrics)}, of the last evaluated round; single site: each "
         "client trains on its own data only, the score is the mean over clients.",
-        "Comm.: GB (10^9 bytes) uploaded per round by all sampled clients; centralized and single-site "
-        "training upload nothing.",
+        f"Comm.: {unit} ({_UNIT_BYTES[unit]} bytes) uploaded per round by all sampled clients; centralized and "
+        "single-site training upload nothing.",
         "The pipeline has no full-fine-tuning kind: rows without an experiment show — (no number is invented).",
     ]
     seeds = _seeds_note(groups)
@@ -444,7 +449,7 @@ def table3(runs: Sequence[dict]) -> Table:
         notes.append(seeds)
     return Table(
         "Table 3: training paradigms",
-        ("Configuration", "Experiment") + (("Metric",) if by_metric else ()) + (score_column, "Comm. (GB/round)"),
+        ("Configuration", "Experiment") + (("Metric",) if by_metric else ()) + (score_column, f"Comm. ({unit}/round)"),
         ("", "") + (("",) if by_metric else ()) + (_score_format(metrics), SIG3),
         tuple(rows),
         tuple(notes),
