@@ -1,8 +1,9 @@
-"""Every architecture of the hf family, tiny and offline, through the real rules: 2 clients, 2 rounds.
+"""Every architecture of the hf family, tiny and offline, through the real rules: 2 clients, 1 round.
 
-The last round's global adapter of each must load with plain transformers + peft in a process that
-cannot import fedumm, and give fedumm's logits; an adapter with vision LoRA, language LoRA and a
-trained projector must upload and aggregate three parameter groups.
+The round's global adapter of each must load with plain transformers + peft in a process that
+cannot import fedumm, and give fedumm's logits, as must the model `fedumm export` merges it into;
+an adapter with vision LoRA, language LoRA and a trained projector must upload and aggregate
+three parameter groups.
 """
 
 from __future__ import annotations
@@ -39,10 +40,10 @@ def run(tmp_path_factory) -> Path:
     experiments = {f"hf_{name}": {"model": name} for name in TINY_HF_CONFIGS}
     experiments["hf_llava"]["lora"] = {"vision_target_modules": VISION_LORA}
     experiments["hf_emu3"]["tuning"] = {"mode": "lora"}  # encoder-free: no projector to train
-    config = tiny_config(experiments, rounds=2, clients=2)
+    config = tiny_config(experiments, rounds=1, clients=2)
     config["datasets"]["shapes"]["splits"] = {"public": 40, "train": 60, "val": 8, "test": 16}
     config["models"] = {name: tiny_hf_model(name) for name in TINY_HF_CONFIGS}
-    config["defaults"]["eval"].update(every=2, initial=False)
+    config["defaults"]["eval"].update(every=1, initial=False)
     write_config(workdir, config)
     snakemake(workdir, "--cores", "2")
     return workdir
@@ -50,16 +51,21 @@ def run(tmp_path_factory) -> Path:
 
 def test_every_family_evaluates(run: Path) -> None:
     for name in TINY_HF_CONFIGS:
-        evaluation = json.loads((run / f"results/hf_{name}/round_002/eval.json").read_text())
+        evaluation = json.loads((run / f"results/hf_{name}/round_001/eval.json").read_text())
         assert evaluation["score_metric"] == "vqa.accuracy" and 0.0 <= evaluation["score"] <= 1.0, name
         assert evaluation["n"] == 16
 
 
-def test_adapters_load_without_fedumm_and_give_the_same_logits(run: Path, tmp_path: Path) -> None:
+def test_adapters_and_exported_models_load_without_fedumm_and_give_the_same_logits(run: Path, tmp_path: Path) -> None:
+    from fedumm.cli import main as fedumm_main
+
     records = read_records(split_shards(run / "results/data/shapes", "test"))[:2]
     cases = {}
     for name in TINY_HF_CONFIGS:
-        base_dir, adapter_dir = f"results/models/{name}/base", f"results/hf_{name}/round_002/global"
+        base_dir, adapter_dir = f"results/models/{name}/base", f"results/hf_{name}/round_001/global"
+        export_dir = tmp_path / f"{name}_merged"
+        assert fedumm_main(["export", "--base", str(run / base_dir), "--adapter", str(run / adapter_dir),
+                            "--out", str(export_dir)]) == 0
         adapter_config = json.loads((run / adapter_dir / "adapter_config.json").read_text())
         assert adapter_config["base_model_name_or_path"].endswith(base_dir), name
         base = families.load_base(run / base_dir)
@@ -70,7 +76,7 @@ def test_adapters_load_without_fedumm_and_give_the_same_logits(run: Path, tmp_pa
         with torch.no_grad():
             logits = model(**batch).logits
         torch.save({"batch": batch, "logits": logits}, tmp_path / f"{name}.pt")
-        cases[name] = [base_dir, adapter_dir, str(tmp_path / f"{name}.pt")]
+        cases[name] = [base_dir, adapter_dir, str(export_dir), str(tmp_path / f"{name}.pt")]
     program = f"""
 import json, sys
 sys.modules["fedumm"] = None  # any import of fedumm fails
@@ -78,12 +84,13 @@ import torch
 from peft import PeftModel
 from transformers import AutoModelForImageTextToText
 out = {{}}
-for name, (base_dir, adapter_dir, case) in {cases!r}.items():
+for name, (base_dir, adapter_dir, export_dir, case) in {cases!r}.items():
     model = PeftModel.from_pretrained(AutoModelForImageTextToText.from_pretrained(base_dir), adapter_dir).eval()
+    merged = AutoModelForImageTextToText.from_pretrained(export_dir).eval()
     saved = torch.load(case)
     with torch.no_grad():
-        logits = model(**saved["batch"]).logits
-    out[name] = (logits - saved["logits"]).abs().max().item()
+        logits, merged_logits = model(**saved["batch"]).logits, merged(**saved["batch"]).logits
+    out[name] = max((logits - saved["logits"]).abs().max().item(), (merged_logits - saved["logits"]).abs().max().item())
 print(json.dumps(out))
 """
     result = subprocess.run([sys.executable, "-c", program], cwd=run, capture_output=True, text=True)

@@ -96,7 +96,8 @@ def test_the_global_adapter_loads_with_plain_peft(finished_run):
 
 def test_fedumm_predict_answers_as_the_evaluation_does_and_refuses_unknown_words(finished_run, tmp_path):
     """`fedumm predict` on test images (saved as files) gives the answers that the evaluation's own
-    code gives on the dataset shards; a word outside the word-level vocabulary is named."""
+    code gives on the dataset shards, with the base model (whose caption pretraining makes it say
+    something) and with round 4's adapter; a word outside the word-level vocabulary is named."""
     from fedumm.data.shards import read_samples, split_shards
     from fedumm.evaluation.evaluate import predict_answers
     from fedumm.models import families
@@ -107,19 +108,22 @@ def test_fedumm_predict_answers_as_the_evaluation_does_and_refuses_unknown_words
     samples = [s for s in read_samples(shards) if s["task"] == "vqa"][:6]
     for sample in samples:
         sample.pop("image").save(tmp_path / f"{sample['id']}.png")
-    fedumm_command = [str(Path(SNAKEMAKE[0]).parent / "fedumm"), "predict", "--base", str(base_dir),
-                      "--adapter", str(adapter_dir), "--json", "--batch-size", "4"]
+    fedumm_command = [str(Path(SNAKEMAKE[0]).parent / "fedumm"), "predict", "--base", str(base_dir), "--json",
+                      "--batch-size", "4"]
     pairs = [arg for sample in samples for arg in ("--image", str(tmp_path / f"{sample['id']}.png"),
                                                    "--question", sample["question"])]
-    result = subprocess.run([*fedumm_command, *pairs], capture_output=True, text=True, check=True)
-    answers = [json.loads(line)["answer"] for line in result.stdout.splitlines()]
+    for adapter in (None, adapter_dir):
+        command = [*fedumm_command, *(["--adapter", str(adapter)] if adapter else []), *pairs]
+        result = subprocess.run(command, capture_output=True, text=True, check=True)
+        answers = [json.loads(line)["answer"] for line in result.stdout.splitlines()]
 
-    base = families.load_base(base_dir)
-    model_inputs = base.family.inputs(base, shards, {sample["id"] for sample in samples})
-    model = load_adapter(base.model, adapter_dir, is_trainable=False)
-    expected = predict_answers(model, model_inputs, samples, 64, {"vqa": 8}, "cpu")
-    assert answers == [expected[sample["id"]] for sample in samples]
-    assert all(answer for answer in answers)
+        base = families.load_base(base_dir)
+        model_inputs = base.family.inputs(base, shards, {sample["id"] for sample in samples})
+        model = load_adapter(base.model, adapter, is_trainable=False) if adapter else base.model
+        expected = predict_answers(model, model_inputs, samples, 64, {"vqa": 8}, "cpu")
+        assert answers == [expected[sample["id"]] for sample in samples], adapter
+        if adapter is None:
+            assert all(answers), answers
 
     refused = subprocess.run([*fedumm_command, "--image", str(tmp_path / f"{samples[0]['id']}.png"),
                               "--question", "is the zebra Purple ?"], capture_output=True, text=True)
@@ -157,7 +161,7 @@ def test_a_warm_start_begins_from_the_adapter_it_names_and_refuses_one_that_does
     }
     (finished_run / "warm.yaml").write_text(json.dumps({"experiments": experiments}))
     targets = [GLOBAL.format(name, 0) for name in ("warm", "warm_dir")]
-    snakemake(finished_run, "--cores", "2", "--configfile", "warm.yaml", *targets)
+    snakemake(finished_run, *targets, "--cores", "2", "--configfile", "warm.yaml")  # --configfile takes several
     for target in targets:
         assert (finished_run / target).read_bytes() == source.read_bytes()
 
@@ -170,7 +174,7 @@ def test_a_warm_start_begins_from_the_adapter_it_names_and_refuses_one_that_does
 
     other_targets = {"experiments": {"bad": {"init": {"from": adapter_dir}, "lora": {"target_modules": ["q_proj"]}}}}
     (finished_run / "bad.yaml").write_text(json.dumps(other_targets))
-    result = snakemake(finished_run, "--cores", "1", "--configfile", "bad.yaml", GLOBAL.format("bad", 0), check=False)
+    result = snakemake(finished_run, GLOBAL.format("bad", 0), "--cores", "1", "--configfile", "bad.yaml", check=False)
     assert result.returncode != 0
     log = (finished_run / "logs/init_adapter/bad.log").read_text()
     assert f"warm start {adapter_dir}: its adapter does not fit this experiment's" in log

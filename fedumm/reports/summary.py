@@ -378,6 +378,24 @@ def experiment_colors(names: Iterable[str]) -> dict[str, str]:
     return {name: to_hex(palette(index % palette.N)) for index, name in enumerate(ordered)}
 
 
+# Past this many entries the legend goes right of the axes, where it hides no curve.
+LEGEND_INSIDE_MAX = 6
+
+
+def _legend(fig: Figure, ax) -> None:
+    """The legend inside the axes for a few entries; beside them, on a wider figure, for more."""
+    entries = len(ax.get_legend_handles_labels()[0])
+    if not entries:
+        return
+    if entries <= LEGEND_INSIDE_MAX:
+        ax.legend()
+        return
+    width, height = fig.get_size_inches()
+    columns = 1 if entries <= 20 else 2
+    fig.set_size_inches(width + 2.2 * columns, max(height, 0.22 * entries / columns + 1.0))
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize="small", ncols=columns, borderaxespad=0.0)
+
+
 def _save_png(fig: Figure, path: Path | str) -> None:
     """Write `fig` as a PNG, atomically, without the "Software" text chunk (Agg writes no
     timestamp), so that equal figures are equal files."""
@@ -418,8 +436,7 @@ def score_vs_round_figure(
     ax.set_title(f"{_score_title(distinct)} per round")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend()
+    _legend(fig, ax)
     fig.tight_layout()
     return fig
 
@@ -485,8 +502,7 @@ def score_vs_bytes_figure(
     ax.set_ylabel(score_label(distinct))
     ax.set_title(f"{_score_title(distinct)} against communication")
     ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend()
+    _legend(fig, ax)
     fig.tight_layout()
     return fig
 
