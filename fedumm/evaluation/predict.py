@@ -15,6 +15,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from fedumm.artifacts import ADAPTER_WEIGHTS, BASE_SPEC
 from fedumm.data.shards import IMAGE_EXTENSIONS, write_encoded_shard
 from fedumm.evaluation.evaluate import predict_answers
 from fedumm.models import families, text
@@ -80,12 +81,19 @@ def predict(
 
     ``adapter_dir``: a round's ``global/`` (or a client's) adapter; None answers with the base model.
     """
+    images = [_encoded_image(q.image) for q in questions]  # every file is checked before a model loads
+    if not (Path(base_dir) / BASE_SPEC).is_file():
+        raise PredictError(f"base {base_dir}: not a base-model directory (no {BASE_SPEC}); "
+                           "the workflow writes them to results/models/<model>/base")
+    if adapter_dir is not None and not (Path(adapter_dir) / ADAPTER_WEIGHTS).is_file():
+        raise PredictError(f"adapter {adapter_dir}: not an adapter directory (no {ADAPTER_WEIGHTS}); "
+                           "a round's is results/<experiment>/round_<r>/global")
     base = families.load_base(base_dir)
     check_vocabulary(getattr(base.processor, "tokenizer", base.processor), [q.question for q in questions])
     records = [{"id": f"q{index:06d}", "task": "vqa", "question": q.question} for index, q in enumerate(questions)]
     with tempfile.TemporaryDirectory(prefix="fedumm-predict-") as tmp:
         shard = Path(tmp) / "predict-000000.tar"
-        write_encoded_shard(shard, [(record, *_encoded_image(q.image)) for record, q in zip(records, questions)])
+        write_encoded_shard(shard, [(record, *image) for record, image in zip(records, images)])
         model_inputs = base.family.inputs(base, [shard], {record["id"] for record in records})
         model = base.model if adapter_dir is None else load_adapter(base.model, adapter_dir, is_trainable=False)
         model.to(device)
