@@ -375,35 +375,35 @@ def _check_warm_start(name: str, experiment: dict, experiments: dict[str, dict])
     """The adapter a warm start names exists, and its LoRA rank and alpha are the experiment's
     (the init_adapter job checks every tensor's shape against the model)."""
     init = experiment.get("init") or {}
-    where = f"config key 'experiments.{name}.init'"
+    where = f"experiments.{name}.init"
     if init.get("from") and init.get("experiment"):
-        raise ConfigError(f"{where}: give either from (an adapter directory) or experiment (and round), not both")
+        raise ConfigError(f"config key '{where}': give either from (an adapter directory) or experiment (and round), not both")
     if init.get("experiment"):
         source = init["experiment"]
         if source == name or source not in experiments:
             others = sorted(set(experiments) - {name})
-            raise ConfigError(f"{where}.experiment: no other experiment {source!r} (defined: {', '.join(others)})")
+            raise ConfigError(f"config key '{where}.experiment': no other experiment {source!r} (defined: {', '.join(others)})")
         other = experiments[source]
         if other["kind"] != "federated":
-            raise ConfigError(f"{where}.experiment: {source!r} is {other['kind']}; it has no global adapter to start from")
+            raise ConfigError(f"config key '{where}.experiment': {source!r} is {other['kind']}; it has no global adapter to start from")
         init.setdefault("round", other["rounds"])
         if init["round"] > other["rounds"]:
-            raise ConfigError(f"{where}.round: {source!r} runs {other['rounds']} rounds, not {init['round']}")
+            raise ConfigError(f"config key '{where}.round': {source!r} runs {other['rounds']} rounds, not {init['round']}")
         for key in ("model", "lora"):
             if other[key] != experiment[key]:
-                raise ConfigError(f"{where}.experiment: {source!r} has another {key} ({other[key]!r}, "
+                raise ConfigError(f"config key '{where}.experiment': {source!r} has another {key} ({other[key]!r}, "
                                   f"here {experiment[key]!r}); its adapter does not fit this experiment")
         if other.get("init", {}).get("experiment") == name:
-            raise ConfigError(f"{where}.experiment: {source!r} starts from {name!r} in turn")
+            raise ConfigError(f"config key '{where}.experiment': {source!r} starts from {name!r} in turn")
     elif init.get("from"):
         adapter = Path(init["from"])
         missing = [f for f in (ADAPTER_CONFIG, ADAPTER_WEIGHTS) if not (adapter / f).is_file()]
         if missing:
-            raise ConfigError(f"{where}.from: {adapter} is not an adapter directory (no {', '.join(missing)})")
+            raise ConfigError(f"config key '{where}.from': {adapter} is not an adapter directory (no {', '.join(missing)})")
         saved = json.loads((adapter / ADAPTER_CONFIG).read_text())
         for saved_key, key in (("r", "r"), ("lora_alpha", "alpha")):
             if saved.get(saved_key) != experiment["lora"][key]:
-                raise ConfigError(f"{where}.from: {adapter} has LoRA {saved_key}={saved.get(saved_key)}, the experiment "
+                raise ConfigError(f"config key '{where}.from': {adapter} has LoRA {saved_key}={saved.get(saved_key)}, the experiment "
                                   f"lora.{key}={experiment['lora'][key]}; set lora.{key} to match or start from another adapter")
 
 

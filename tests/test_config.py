@@ -89,6 +89,19 @@ def test_default_config_resolves_the_demo_experiments(default_config, schema):
          r"^config key 'experiments.fedavg.baseline': 'unified_centralized' trains on dataset 'shapes_unified', "
          r"'fedavg' on 'shapes'; their scores are not comparable$"),
         (lambda c: c["experiments"]["fedavg"].update(baseline="centralized"), None),
+        (lambda c: c["experiments"]["fedavg"].update(init={"experiment": "fedprox"}),
+         r"^config key 'experiments.fedavg.init.experiment': no other experiment 'fedprox' \(defined: centralized, local, "),
+        (lambda c: c["experiments"]["fedavg"].update(init={"experiment": "local"}),
+         r"^config key 'experiments.fedavg.init.experiment': 'local' is local; it has no global adapter to start from$"),
+        (lambda c: c["experiments"].update(warm={"init": {"experiment": "fedavg", "round": 4}}),
+         r"^config key 'experiments.warm.init.round': 'fedavg' runs 3 rounds, not 4$"),
+        (lambda c: c["experiments"].update(warm={"init": {"experiment": "fedavg"}, "lora": {"r": 4}}),
+         r"^config key 'experiments.warm.init.experiment': 'fedavg' has another lora .*; its adapter does not fit this experiment$"),
+        (lambda c: c["experiments"].update(warm={"init": {"experiment": "fedavg", "from": "x"}}),
+         r"^config key 'experiments.warm.init': give either from \(an adapter directory\) or experiment"),
+        (lambda c: c["experiments"].update(warm={"init": {"from": "no/such/dir"}}),
+         r"^config key 'experiments.warm.init.from': no/such/dir is not an adapter directory \(no adapter_config.json, "),
+        (lambda c: c["experiments"].update(warm={"init": {"experiment": "fedavg"}}), None),
     ],
 )
 def test_config_errors_name_the_key(default_config, schema, mutate, message):
