@@ -130,6 +130,7 @@ def test_eval_rows(eval_files: dict[int, Path]) -> None:
         "acc_yes/no": 1.0,
         "acc_number": None,
         "acc_other": 0.25,
+        "question_types": None,  # this eval.json has no per_question_type
         **NO_GENEVAL,
     }
     assert rows[0]["classification_accuracy"] is None
@@ -147,6 +148,7 @@ def test_eval_row_of_a_caption_only_split() -> None:
         "acc_yes/no": None,
         "acc_number": None,
         "acc_other": None,
+        "question_types": None,
         **NO_GENEVAL,
     }
 
@@ -238,11 +240,13 @@ def test_summary_rows(eval_files: dict[int, Path]) -> None:
         "name": "fedavg", "kind": "federated", "strategy": "fedavg", "label": "fedprox (μ=0.01)", "robust": None, "attack": None,
         "clients": 4, "alpha": 0.5, "rounds": 4, "score_metric": "vqa.accuracy", "final_score": 0.5, "best_score": 0.625,
         "best_round": 2, "personalized_score": 0.5625, "final_vqa_accuracy": 0.5,
-        "majority_baseline": 0.25, **NO_GENEVAL_SUMMARY, "bytes_uploaded_per_round": 2_500_000,
+        "majority_baseline": 0.25, **NO_GENEVAL_SUMMARY, "question_types": None, "final_classification_accuracy": 0.5,
+        "bytes_uploaded_per_round": 2_500_000,
     }
     # summary.csv's columns, plus what Table 2 and summary.md read besides (the skills, the sampling)
     assert [key for key in fedavg if key in SUMMARY_COLUMNS] == list(SUMMARY_COLUMNS)
-    assert set(fedavg) - set(SUMMARY_COLUMNS) == {"geneval_tasks", "geneval_sampling"}
+    assert set(fedavg) - set(SUMMARY_COLUMNS) == {"geneval_tasks", "geneval_sampling", "question_types",
+                                                  "final_classification_accuracy"}
     assert central["best_round"] == 2  # tie with round 4 goes to the earlier round
     assert central["final_score"] == 0.75 and central["final_vqa_accuracy"] == 0.75
     assert central["personalized_score"] is None
@@ -255,7 +259,8 @@ def test_summary_row_of_a_caption_only_experiment(caption_files: dict[int, Path]
         "name": "cc3m", "kind": "federated", "strategy": "fedavg", "label": "fedavg", "robust": None, "attack": None,
         "clients": 2, "alpha": None, "rounds": 3, "score_metric": "caption.CIDEr", "final_score": 1.125, "best_score": 1.3125,
         "best_round": 2, "personalized_score": 0.625, "final_vqa_accuracy": None,
-        "majority_baseline": None, **NO_GENEVAL_SUMMARY, "bytes_uploaded_per_round": 1000,
+        "majority_baseline": None, **NO_GENEVAL_SUMMARY, "question_types": None, "final_classification_accuracy": None,
+        "bytes_uploaded_per_round": 1000,
     }
 
 
@@ -525,3 +530,17 @@ def test_an_experiment_keeps_its_colour_across_figures() -> None:
 
     assert colours(by_round) == colours(by_bytes)
     assert len(set(colours(by_round).values())) == 3
+
+
+def test_summary_markdown_shows_accuracy_by_question_type(eval_files: dict[int, Path]) -> None:
+    fedavg, central = experiments(eval_files)
+    fedavg["metrics"][-1]["question_types"] = {"how many": 0.75, "what color is the": 0.5}
+    central["metrics"][-1]["question_types"] = {"how many": 1.0, "where is the": 0.25}
+    lines = summary_markdown(summary_rows([fedavg, central])).splitlines()
+    at = lines.index("## Accuracy by question type (last evaluated round)")
+    assert lines[at + 2 :] == [
+        "| Experiment | how many | what color is the | where is the | classification |",
+        "|---|---:|---:|---:|---:|",
+        "| fedavg | 75.0% | 50.0% | n/a | 50.0% |",
+        "| centralized | 100.0% | n/a | 25.0% | n/a |",
+    ]

@@ -153,7 +153,9 @@ def eval_row(exp: str, evaluation: dict) -> dict:
         **{column: per_type.get(atype) for atype, column in _ANSWER_TYPE_COLUMNS.items()},
         "geneval_overall": geneval["overall"] if geneval else None,
         "geneval_empty_prompt": geneval["empty_prompt"]["overall"] if geneval else None,
-        # not metrics.csv columns: Table 2's skills, and how summary.md says the images were drawn
+        # not metrics.csv columns: summary.md's accuracy by question type, Table 2's skills, and how
+        # summary.md says the images were drawn
+        "question_types": vqa.get("per_question_type") if vqa is not None else None,
         "geneval_tasks": geneval["tasks"] if geneval else None,
         "geneval_sampling": f"{geneval['images_per_prompt']} images per prompt, seed {geneval['seed']}" if geneval else None,
     }
@@ -234,6 +236,8 @@ def summary_row(experiment: dict) -> dict:
         "final_geneval_overall": final.get("geneval_overall"),
         "geneval_empty_prompt": final.get("geneval_empty_prompt"),
         "geneval_sampling": final.get("geneval_sampling"),
+        "question_types": final.get("question_types"),
+        "final_classification_accuracy": final.get("classification_accuracy"),
         "geneval_tasks": final.get("geneval_tasks"),
         "bytes_uploaded_per_round": fmean(uploaded) if uploaded else None,
     }
@@ -332,7 +336,32 @@ def summary_markdown(rows: Sequence[dict]) -> str:
             format_bytes(row["bytes_uploaded_per_round"]),
         )
         lines.append("| " + " | ".join(cells) + " |")
+    lines += question_type_table(rows)
     return "\n".join(lines) + "\n"
+
+
+def question_type_table(rows: Sequence[dict]) -> list[str]:
+    """summary.md's second table: each experiment's accuracy per VQA question type ("how many",
+    "what color is the", ...) and on classification records, in the last evaluated round; the
+    overall score can hide a question type that a model never answers right. Empty without VQA."""
+    types = sorted({qtype for row in rows for qtype in (row.get("question_types") or {})})
+    classify = any(row.get("final_classification_accuracy") is not None for row in rows)
+    if not types:
+        return []
+    header = ("Experiment", *types, *(("classification",) if classify else ()))
+    lines = [
+        "## Accuracy by question type (last evaluated round)",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|",
+    ]
+    for row in rows:
+        by_type = row.get("question_types") or {}
+        cells = [_md_cell(row["name"]), *(format_percent(by_type.get(qtype)) for qtype in types)]
+        if classify:
+            cells.append(format_percent(row.get("final_classification_accuracy")))
+        lines.append("| " + " | ".join(cells) + " |")
+    return ["", *lines]
 
 
 def geneval_note(rows: Sequence[dict]) -> str:
