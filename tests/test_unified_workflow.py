@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 from workflow_util import (
+    LOCAL_PROFILE,
     SNAKEMAKE,
     embedded_bytes,
     report_results,
@@ -138,7 +139,7 @@ def test_a_run_killed_in_a_round_with_generation_resumes_byte_identical(run: Pat
     write_config(tmp_path, config)
     for shared in ("data", "models"):
         shutil.copytree(run / "results" / shared, tmp_path / "results" / shared)
-    process = subprocess.Popen([*SNAKEMAKE, "--directory", str(tmp_path), "--cores", "2"], cwd=tmp_path,
+    process = subprocess.Popen([*SNAKEMAKE, "--directory", str(tmp_path), *LOCAL_PROFILE], cwd=tmp_path,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     _, generation = _modality_clients(run)
     wait_for(tmp_path / f"logs/client_train/unified/round_002_client_{generation}.log", process)
@@ -146,7 +147,7 @@ def test_a_run_killed_in_a_round_with_generation_resumes_byte_identical(run: Pat
     process.wait(timeout=60)
     assert not (tmp_path / WEIGHTS.format("unified", 2)).exists()
     snakemake(tmp_path, "--unlock")
-    snakemake(tmp_path, "--cores", "2")
+    snakemake(tmp_path, *LOCAL_PROFILE)  # the same command again, as README says (rerun-incomplete)
     for r in range(3):
         assert (tmp_path / WEIGHTS.format("unified", r)).read_bytes() == (run / WEIGHTS.format("unified", r)).read_bytes(), r
     for name in ("geneval.json", "eval.json", "samples.png"):

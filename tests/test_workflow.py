@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from workflow_util import (
+    LOCAL_PROFILE,
     SNAKEMAKE,
     job_counts,
     snakemake,
@@ -201,7 +202,7 @@ def test_a_killed_run_resumes_to_byte_identical_adapters(finished_run, tmp_path)
     # this test is about: start from the uninterrupted run's copies (mtimes kept) to save their jobs.
     for shared in ("data", "models", "features"):
         shutil.copytree(finished_run / "results" / shared, tmp_path / "results" / shared)
-    command = [*SNAKEMAKE, "--directory", str(tmp_path), "--cores", "2"]
+    command = [*SNAKEMAKE, "--directory", str(tmp_path), *LOCAL_PROFILE]
     process = subprocess.Popen(
         command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
@@ -213,7 +214,7 @@ def test_a_killed_run_resumes_to_byte_identical_adapters(finished_run, tmp_path)
 
     # A hard kill leaves Snakemake's lock behind; releasing it is the documented first step.
     snakemake(tmp_path, "--unlock")
-    snakemake(tmp_path, "--cores", "2")
+    snakemake(tmp_path, *LOCAL_PROFILE)  # the same command again, as README says (rerun-incomplete)
     for exp in RESUMED_EXPERIMENTS:
         for r in range(5):
             resumed, uninterrupted = (run / GLOBAL.format(exp, r) for run in (tmp_path, finished_run))

@@ -16,6 +16,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile")]
+# How README tells users to run on one machine (profiles/local: rerun-incomplete), on the test's 2 cores.
+LOCAL_PROFILE = ["--profile", str(REPO / "profiles" / "local"), "--cores", "2"]
 
 TINY_MODEL = {
     "vision": {"config": {"model_type": "clip_vision_model", "hidden_size": 32, "intermediate_size": 64,
