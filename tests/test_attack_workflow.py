@@ -105,7 +105,7 @@ def test_the_summary_shows_each_run_next_to_honest_fedavg(attack_run):
     assert rows["honest"]["attack"] == "" and rows["median"]["robust"] == "median"
     assert rows["attacked"]["attack"] == "sign_flip ×10, 2 of 8 clients from round 1"
     table = (workdir / "results/summary.md").read_text()
-    assert "| multi_krum | federated | fedavg + multi_krum | sign_flip ×10, 2 of 8 clients from round 1 | 8 |" in table
+    assert "| multi_krum | federated | fedavg + multi_krum (f=2) | sign_flip ×10, 2 of 8 clients from round 1 | 8 |" in table
     assert "| honest | federated | fedavg | none | 8 |" in table
 
 
