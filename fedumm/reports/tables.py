@@ -46,7 +46,6 @@ SIG3 = "sig3"
 """Format of columns spanning orders of magnitude (GB, GPU-hours): 3 significant digits, no exponent."""
 
 GB = 10**9
-_UNIT_BYTES = {"GB": "10^9", "MB": "10^6", "KB": "10^3", "B": "1"}
 
 TABLE_NAMES = ("table1", "table2", "table3", "table4")
 
@@ -245,7 +244,7 @@ def _row_labels(groups: Sequence[dict]) -> dict[str, str]:
         cells.setdefault((group["metric"], labels[group["group"]], group["clients"], group["alpha"]), []).append(group)
     for members in cells.values():
         if len(members) > 1:
-            keys = identity.distinguishing_parameters([member.get("experiment", {}) for member in members])
+            keys = identity.distinguishing_parameters([member["experiment"] for member in members])
             for member in members:
                 detail = identity.parameters_label(member["experiment"], keys) if keys else member["name"]
                 labels[member["group"]] = f"{labels[member['group']]} [{detail}]"
@@ -429,6 +428,7 @@ def table3(runs: Sequence[dict]) -> Table:
     by_metric = len(metrics) > 1
     uploads = [group["bytes_per_round"] for group in groups if group["bytes_per_round"]]
     unit, unit_bytes = summary.byte_unit(max(uploads, default=GB))
+    unit_size = f"10^{round(math.log10(unit_bytes))} bytes" if unit_bytes > 1 else "bytes"
     rows = [
         _empty_row("Centralized (full fine-tuning)", by_metric),
         *_paradigm_rows(groups, "centralized", "Centralized", by_metric, unit_bytes),
@@ -440,7 +440,7 @@ def table3(runs: Sequence[dict]) -> Table:
     notes = [
         f"{score_column}: {_score_description(metrics)}, of the last evaluated round; single site: each "
         "client trains on its own data only, the score is the mean over clients.",
-        f"Comm.: {unit} ({_UNIT_BYTES[unit]} bytes) uploaded per round by all sampled clients; centralized and "
+        f"Comm.: {unit} ({unit_size}) uploaded per round by all sampled clients; centralized and "
         "single-site training upload nothing.",
         "The pipeline has no full-fine-tuning kind: rows without an experiment show — (no number is invented).",
     ]

@@ -47,14 +47,17 @@ def numeric_leaves(values: Mapping[str, Any], prefix: str) -> dict[str, float]:
     return metrics
 
 
+def _scalars(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The top-level values of a JSON object that are neither objects nor lists."""
+    return {key: value for key, value in values.items() if not isinstance(value, (Mapping, list))}
+
+
 def round_metrics(aggregate_summary: Mapping[str, Any], client_metrics: Mapping[int, Mapping[str, Any]]) -> dict[str, float]:
     """A round's metrics: aggregate.json's scalars as ``server/...``, each client's metrics.json as ``client_{k}/...``."""
-    scalars = {key: value for key, value in aggregate_summary.items() if not isinstance(value, (Mapping, list))}
-    metrics = numeric_leaves(scalars, "server")
+    metrics = numeric_leaves(_scalars(aggregate_summary), "server")
     metrics["server/clients"] = float(len(aggregate_summary.get("clients", [])))
     for client, values in sorted(client_metrics.items()):
-        scalars = {key: value for key, value in values.items() if not isinstance(value, (Mapping, list))}
-        metrics.update(numeric_leaves(scalars, f"client_{client}"))
+        metrics.update(numeric_leaves(_scalars(values), f"client_{client}"))
     return metrics
 
 
