@@ -1,6 +1,6 @@
 """FedUMM Tables 1 to 4 and the score-vs-bytes curve from every experiment (rule paper_tables)."""
 
-from fedumm.reports import accounting, summary, tables
+from fedumm.reports import accounting, replicates, summary, tables
 from fedumm.runlog import log_to
 
 with log_to(snakemake.log[0]) as log:
@@ -37,10 +37,19 @@ with log_to(snakemake.log[0]) as log:
              "table4": tables.table4(compute, params.gpus)}
     for name, table in built.items():
         tables.write_table(table, {extension: snakemake.output[f"{name}_{extension}"] for extension in tables.FORMATTERS})
+    # Seed replicates are drawn as one curve (or line), their mean with a band of ± one standard deviation.
+    groups = {name: run["group"] for name, run in zip(entries, runs)}
+    names = replicates.group_names(groups)
+    references: dict[str, list[float]] = {}
+    for run in runs:
+        if run["kind"] != "federated":
+            references.setdefault(names[run["name"]], []).append(run["score"])
     summary.plot_accuracy_vs_bytes(
-        {name: summary.cumulative_bytes_curve(e["metrics"], e["bytes_uploaded"]) for name, e in entries.items() if e["kind"] == "federated"},
-        {run["name"]: run["score"] for run in runs if run["kind"] != "federated"},
-        {run["name"]: run["metric"] for run in runs},
+        replicates.replicate_curves(
+            {name: summary.cumulative_bytes_curve(e["metrics"], e["bytes_uploaded"]) for name, e in entries.items() if e["kind"] == "federated"},
+            groups),
+        {label: replicates.estimate(scores) for label, scores in references.items()},
+        {names[run["name"]]: run["metric"] for run in runs},
         snakemake.output.bytes_plot,
     )
     log.info("tables of %d experiments (%d federated)", len(runs), len(compute))

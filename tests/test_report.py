@@ -544,3 +544,32 @@ def test_summary_markdown_shows_accuracy_by_question_type(eval_files: dict[int, 
         "| fedavg | 75.0% | 50.0% | n/a | 50.0% |",
         "| centralized | 100.0% | n/a | 25.0% | n/a |",
     ]
+
+
+def test_seed_replicates_are_one_curve_with_a_band() -> None:
+    from matplotlib.collections import PolyCollection
+
+    from fedumm.reports import replicates
+
+    curves = {f"sweep_c4_a0.5_fedavg_s{seed}": [(0, 0.1), (3, score)] for seed, score in enumerate((0.5, 0.6, 0.7))}
+    curves["central"] = [(0, 0.1), (3, 0.8)]
+    groups = {name: "sweep" for name in curves} | {"central": "central"}
+    merged = replicates.replicate_curves(curves, groups)
+    assert set(merged) == {"sweep_c4_a0.5_fedavg", "central"}
+    (first, last) = merged["sweep_c4_a0.5_fedavg"]
+    assert first == (0, replicates.Estimate(pytest.approx(0.1), 0.0, 3))
+    assert last[0] == 3 and last[1].mean == pytest.approx(0.6) and last[1].sd == pytest.approx(0.1)
+    assert merged["central"][1][1] == replicates.Estimate(0.8, None, 1)
+
+    metrics = {name: "vqa.accuracy" for name in merged}
+    ax = score_vs_round_figure(merged, metrics, baseline=None).axes[0]
+    labels = ax.get_legend_handles_labels()[1]
+    assert labels == ["central", "sweep_c4_a0.5_fedavg (mean ± sd, 3 seeds)"]
+    (band,) = [child for child in ax.get_children() if isinstance(child, PolyCollection)]
+    at_round_3 = [y for x, y in band.get_paths()[0].vertices if x == 3]
+    assert min(at_round_3) == pytest.approx(50.0) and max(at_round_3) == pytest.approx(70.0)  # 60 % ± 10 points
+    by_bytes = score_vs_bytes_figure({"fed": merged["sweep_c4_a0.5_fedavg"]}, {"central": replicates.Estimate(0.8, 0.05, 2)},
+                                     {"fed": "vqa.accuracy", "central": "vqa.accuracy"}).axes[0]
+    assert "central (no upload) (mean ± sd, 2 seeds)" in by_bytes.get_legend_handles_labels()[1]
+    with pytest.raises(ValueError, match="different lengths"):
+        replicates.replicate_curves({"a_s0": [(0, 0.1)], "a_s1": [(0, 0.1), (1, 0.2)]}, {"a_s0": "g", "a_s1": "g"})

@@ -11,7 +11,8 @@ import pytest
 from transformers import CLIPConfig, CLIPVisionModel
 
 from fedumm.models import vlm
-from fedumm.reports import accounting, tables
+from fedumm.reports import accounting, replicates, tables
+from fedumm.reports.replicates import Estimate
 from fedumm.reports.tables import MISSING, Table
 
 
@@ -30,8 +31,15 @@ def run(name: str, kind: str, score: float, *, clients: int = 2, alpha: float | 
 
 
 def column(table: Table, name: str) -> list:
+    """The column's cells, a mean over seeds (`Estimate`) as its mean."""
     index = table.columns.index(name)
-    return [row[index] for row in table.rows]
+    return [row[index].mean if isinstance(row[index], Estimate) else row[index] for row in table.rows]
+
+
+def spreads(table: Table, name: str) -> list:
+    """(sd, n) of the column's means over seeds, None for other cells."""
+    index = table.columns.index(name)
+    return [(row[index].sd, row[index].n) if isinstance(row[index], Estimate) else None for row in table.rows]
 
 
 # ----------------------------------------------------------------------------- runs
@@ -39,8 +47,8 @@ def column(table: Table, name: str) -> list:
 
 def test_seed_group_ignores_only_the_seed() -> None:
     experiment = {"kind": "federated", "seed": 0, "clients": 4, "partition": {"alpha": 0.5}}
-    assert tables.seed_group(experiment) == tables.seed_group({**experiment, "seed": 7})
-    assert tables.seed_group(experiment) != tables.seed_group({**experiment, "clients": 8})
+    assert replicates.seed_group(experiment) == replicates.seed_group({**experiment, "seed": 7})
+    assert replicates.seed_group(experiment) != replicates.seed_group({**experiment, "clients": 8})
 
 
 def test_run_record_from_a_summary_row() -> None:
@@ -50,7 +58,7 @@ def test_run_record_from_a_summary_row() -> None:
                "final_vqa_accuracy": None, "bytes_uploaded_per_round": 2e6}
     record = tables.run_record("fed", experiment, summary)
     assert record == {
-        "name": "fed", "group": tables.seed_group(experiment), "kind": "federated", "strategy": "fedavg",
+        "name": "fed", "group": replicates.seed_group(experiment), "kind": "federated", "strategy": "fedavg",
         "label": "fedavg", "baseline": "central", "dataset": "shapes", "model": "tiny", "experiment": experiment,
         "clients": 4, "alpha": 0.1, "tuning": "lora", "metric": "caption.CIDEr", "score": 1.25,
         "bytes_per_round": 2e6, "partition": "dirichlet", "geneval": None,
@@ -58,9 +66,9 @@ def test_run_record_from_a_summary_row() -> None:
 
 
 def test_group_label() -> None:
-    assert tables.group_label(["fedavg"]) == "fedavg"
-    assert tables.group_label(["sweep_c4_a0.5_fedavg_s0", "sweep_c4_a0.5_fedavg_s1"]) == "sweep_c4_a0.5_fedavg"
-    assert tables.group_label(["a", "b"]) == "a, b"
+    assert replicates.group_label(["fedavg"]) == "fedavg"
+    assert replicates.group_label(["sweep_c4_a0.5_fedavg_s0", "sweep_c4_a0.5_fedavg_s1"]) == "sweep_c4_a0.5_fedavg"
+    assert replicates.group_label(["a", "b"]) == "a, b"
 
 
 def test_average_seeds() -> None:
@@ -99,7 +107,12 @@ def test_table1_layout_avg_and_vs_centralized() -> None:
     assert column(table, "α=1") == [None, pytest.approx(70.0), None]  # no 4-client α=1 run
     assert column(table, "Avg") == [pytest.approx(80.0), pytest.approx(62.5), pytest.approx(40.0)]
     assert column(table, "vs. centralized") == [None, pytest.approx(-17.5), pytest.approx(-40.0)]
-    assert "Each cell is the mean over experiments that differ only in their seed (1–2 seeds)." in table.notes
+    # the two seeds of 2 clients, α=0.1 (50 and 60): sample sd 7.07; a cell of one seed has none, and a
+    # mean over cells with and without a spread has none either
+    assert spreads(table, "α=0.1") == [None, (pytest.approx(7.0710678), 2), None]
+    assert spreads(table, "Avg") == [None, None, None]
+    assert ("A cell is the mean ± sample standard deviation over experiments that differ only in their seed "
+            "(1–2 seeds; n= gives each cell's number); a cell without ± is one seed.") in table.notes
     assert table.notes[0] == "Final score of the federated experiments (last evaluated round): VQA accuracy in %."
     assert "vs. centralized: Avg minus the centralized score (central), in percentage points." in table.notes
 
@@ -108,7 +121,7 @@ def test_table1_layout_avg_and_vs_centralized() -> None:
         "| Clients | α=0.1 | α=1 | Avg | vs. centralized |",
         "|---|---:|---:|---:|---:|",
         f"| Centralized | {MISSING} | {MISSING} | 80.0 | {MISSING} |",
-        "| 2 | 55.0 | 70.0 | 62.5 | -17.5 |",
+        "| 2 | 55.0 ± 7.1 (n=2) | 70.0 | 62.5 | -17.5 |",
         f"| 4 | 40.0 | {MISSING} | 40.0 | -40.0 |",
     ]
 
@@ -137,11 +150,79 @@ def test_table1_averages_only_seed_replicates_and_falls_back_to_names() -> None:
         run("b", "federated", 0.9, experiment={"train": {"lr": 0.1}, "seed": 0}),  # differs in nothing visible
     ]
     table = tables.table1(runs)
-    assert table.rows == (
-        ("fedavg [a]", 2, pytest.approx(50.0), pytest.approx(50.0), None),
-        ("fedavg [b]", 2, pytest.approx(90.0), pytest.approx(90.0), None),
-    )
-    assert "Each cell is the mean over experiments that differ only in their seed (1–2 seeds)." in table.notes
+    assert [row[:2] for row in table.rows] == [("fedavg [a]", 2), ("fedavg [b]", 2)]
+    assert column(table, "α=0.5") == [pytest.approx(50.0), pytest.approx(90.0)]
+    assert spreads(table, "α=0.5") == [(pytest.approx(14.1421356), 2), None]
+    assert "(1–2 seeds; n= gives each cell's number)" in table.notes[1]
+
+
+def seed_sweep_runs() -> list[dict]:
+    """3 seeds each of 2 and 8 clients at α=0.1 and of centralized, as a `sweep` with `seed: [0, 1, 2]` names them."""
+    runs = []
+    for seed, (c2, c8, central) in enumerate([(0.60, 0.30, 0.62), (0.64, 0.40, 0.66), (0.68, 0.35, 0.70)]):
+        runs += [
+            run(f"sweep_c2_a0.1_fedavg_s{seed}", "federated", c2, clients=2, alpha=0.1, group="c2"),
+            run(f"sweep_c8_a0.1_fedavg_s{seed}", "federated", c8, clients=8, alpha=0.1, group="c8"),
+            run(f"central_s{seed}", "centralized", central, alpha=None, group="central"),
+        ]
+    return runs
+
+
+def test_table1_of_a_seed_sweep_shows_mean_spread_and_seeds() -> None:
+    table = tables.table1(seed_sweep_runs())
+    assert column(table, "Clients") == ["Centralized", 2, 8]
+    assert column(table, "α=0.1") == [None, pytest.approx(64.0), pytest.approx(35.0)]
+    assert spreads(table, "α=0.1") == [None, (pytest.approx(4.0), 3), (pytest.approx(5.0), 3)]
+    assert column(table, "Avg") == [pytest.approx(66.0), pytest.approx(64.0), pytest.approx(35.0)]
+    # difference of independent means: sd = hypot(4, 4) for 2 clients, hypot(5, 4) for 8
+    assert column(table, "vs. centralized") == [None, pytest.approx(-2.0), pytest.approx(-31.0)]
+    assert spreads(table, "vs. centralized") == [None, (pytest.approx(5.6568542), 3), (pytest.approx(6.4031242), 3)]
+    # |-2.0| <= 2 · 5.66: 2 clients are not told apart from centralized; 8 clients are
+    assert table.notes[-1] == (
+        "Within the spread (|difference| <= 2 standard deviations of the difference, percentage points): 2 clients. "
+        "These rows do not show a difference to centralized beyond seed variation.")
+    lines = tables.to_markdown(table).splitlines()
+    assert lines[4:7] == [
+        f"| Centralized | {MISSING} | 66.0 ± 4.0 (n=3) | {MISSING} |",
+        "| 2 | 64.0 ± 4.0 (n=3) | 64.0 ± 4.0 (n=3) | -2.0 ± 5.7 (n=3) |",
+        "| 8 | 35.0 ± 5.0 (n=3) | 35.0 ± 5.0 (n=3) | -31.0 ± 6.4 (n=3) |",
+    ]
+    assert r"-2.0 $\pm$ 5.7 (n=3)" in tables.to_latex(table)
+    rows = list(csv.reader(io.StringIO(tables.to_csv(table))))
+    assert rows[0] == ["Clients", "α=0.1", "α=0.1 sd", "α=0.1 n", "Avg", "Avg sd", "Avg n",
+                       "vs. centralized", "vs. centralized sd", "vs. centralized n"]
+    assert float(rows[2][1]) == pytest.approx(64.0) and float(rows[2][2]) == pytest.approx(4.0) and rows[2][3] == "3"
+
+
+def test_runs_that_differ_in_more_than_their_seed_are_never_averaged() -> None:
+    runs = seed_sweep_runs() + [
+        # same clients and α as the 2-client seeds, another learning rate: a row of its own, not a fourth seed
+        run("lr_s0", "federated", 0.10, clients=2, alpha=0.1, group="lr", experiment={"train": {"lr": 0.5}, "seed": 0}),
+    ]
+    for sweep_run in runs[:-1]:
+        sweep_run["experiment"] = {"train": {"lr": 0.005}, "seed": 0}
+    table = tables.table1(runs)
+    by_label = {row[0]: row for row in table.rows}
+    # only the cell they would share gets the detail; the 8-client row has no rival
+    assert set(by_label) == {"Centralized", "fedavg", "fedavg [train.lr=0.005]", "fedavg [train.lr=0.5]"}
+    index = table.columns.index("α=0.1")
+    assert by_label["fedavg [train.lr=0.5]"][index] == pytest.approx(10.0)
+    assert by_label["fedavg [train.lr=0.005]"][index] == replicates.Estimate(pytest.approx(64.0), pytest.approx(4.0), 3)
+
+
+def test_replicate_statistics() -> None:
+    values = [0.60, 0.64, 0.68]
+    single = replicates.estimate([0.5, None])
+    assert single == replicates.Estimate(0.5, None, 1) and replicates.estimate([None]) is None
+    three = replicates.estimate(values)
+    assert three.mean == pytest.approx(0.64) and three.sd == pytest.approx(0.04) and three.n == 3
+    pair = replicates.mean_of([three, replicates.Estimate(0.5, 0.03, 2)])
+    assert pair.mean == pytest.approx(0.57) and pair.sd == pytest.approx(0.025) and pair.n == 2
+    assert replicates.mean_of([three, single]).sd is None
+    delta = replicates.difference(three, replicates.Estimate(0.7, 0.03, 3))
+    assert delta.mean == pytest.approx(-0.06) and delta.sd == pytest.approx(0.05)
+    assert replicates.within_spread(delta) and not replicates.within_spread(replicates.Estimate(-0.11, 0.05, 3))
+    assert not replicates.within_spread(replicates.Estimate(0.0, None, 1))
 
 
 def test_table1_compares_each_row_with_its_own_baseline() -> None:
@@ -162,7 +243,7 @@ def test_table1_single_experiment_is_one_cell() -> None:
     table = tables.table1([run("fedavg", "federated", 0.25, clients=4, alpha=0.5)])
     assert table.columns == ("Clients", "α=0.5", "Avg", "vs. centralized")
     assert table.rows == ((4, 25.0, 25.0, None),)
-    assert "One experiment per cell." in table.notes
+    assert table.notes[1].startswith("One experiment (one seed) per cell: no spread is known")
 
 
 def test_table1_without_federated_experiments_does_not_fail() -> None:
@@ -248,7 +329,7 @@ def test_table3_paradigms_with_missing_rows() -> None:
         ("Centralized (full fine-tuning)", None, None, None),
         ("Centralized + LoRA", "central", pytest.approx(80.0), None),
         ("Single site (full fine-tuning)", None, None, None),
-        ("Single site + LoRA", "local", pytest.approx(40.0), None),
+        ("Single site + LoRA", "local", replicates.Estimate(pytest.approx(40.0), pytest.approx(14.1421356), 2), None),
         ("Federated + LoRA", "fed_avg", pytest.approx(60.0), pytest.approx(94.0)),
     )
     assert any(note.startswith("Comm.: MB (10^6 bytes) uploaded per round") for note in table.notes)
@@ -410,7 +491,7 @@ def test_table4_averages_seeds(round_files: dict) -> None:
     values = dict(zip(table.columns, table.rows[0]))
     assert values["Experiment"] == "x"
     assert values["Client (s)"] == 24.0 and values["Client CPU (s)"] == 19.0
-    assert values["VQA acc. (%)"] == pytest.approx(70.0)
+    assert values["VQA acc. (%)"] == replicates.Estimate(pytest.approx(70.0), pytest.approx(14.1421356), 2)
     assert tables.table4([], {"client_train": 0, "aggregate": 0}).rows == ()
 
 

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from fedumm.federated.attacks import attacker_count
 from fedumm.io import atomic_path, atomic_write_text
 from fedumm.reports import identity
+from fedumm.reports.replicates import Estimate
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -425,6 +426,30 @@ def _legend(fig: Figure, ax) -> None:
     ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize="small", ncols=columns, borderaxespad=0.0)
 
 
+Point = tuple[float, "float | Estimate"]
+"""A curve's point: x (round, bytes) and the score there, or its mean over seeds with the spread
+(`fedumm.reports.replicates.replicate_curves`)."""
+
+
+def _seeds_label(label: str, values: Sequence[float | Estimate]) -> str:
+    """A legend entry, saying when the curve is a mean over seeds with a band."""
+    seeds = {value.n for value in values if isinstance(value, Estimate) and value.sd is not None}
+    return f"{label} (mean ± sd, {max(seeds)} seeds)" if seeds else label
+
+
+def _draw_curve(ax, xs: Sequence[float], values: Sequence[float | Estimate], scale: float, **style) -> None:
+    """A line through the scores (the means of `Estimate` points) and, where seeds give a standard
+    deviation, a band of ± one sd around it in the line's colour."""
+    means = [scale * (value.mean if isinstance(value, Estimate) else value) for value in values]
+    style["label"] = _seeds_label(style["label"], values)
+    ax.plot(xs, means, **style)
+    sds = [value.sd if isinstance(value, Estimate) else None for value in values]
+    if any(sd is not None for sd in sds):
+        widths = [scale * (sd or 0.0) for sd in sds]
+        ax.fill_between(xs, [m - w for m, w in zip(means, widths)], [m + w for m, w in zip(means, widths)],
+                        color=style["color"], alpha=0.2, linewidth=0)
+
+
 def _save_png(fig: Figure, path: Path | str) -> None:
     """Write `fig` as a PNG, atomically, without the "Software" text chunk (Agg writes no
     timestamp), so that equal figures are equal files."""
@@ -433,13 +458,13 @@ def _save_png(fig: Figure, path: Path | str) -> None:
 
 
 def score_vs_round_figure(
-    curves: dict[str, list[tuple[int, float]]], metrics: Mapping[str, str], baseline: float | None
+    curves: dict[str, list[Point]], metrics: Mapping[str, str], baseline: float | None
 ) -> Figure:
     """The primary score against round, one line per experiment, with the majority-answer
     baseline as a dashed horizontal line when given.
 
-    `curves` maps an experiment to its (round, score) points, `metrics` each experiment to its
-    score_metric. The y axis is labelled by the metric (`score_label`); when the experiments'
+    `curves` maps an experiment (or a group of seed replicates) to its (round, score) points, a
+    score over seeds drawn as its mean with a ± sd band; `metrics` each curve to its score_metric. The y axis is labelled by the metric (`score_label`); when the experiments'
     metrics differ, each legend entry names its own. Experiments are drawn in sorted order, so
     the figure does not depend on the order of `curves`.
     """
@@ -454,10 +479,9 @@ def score_vs_round_figure(
     ax = fig.subplots()
     colors = experiment_colors(curves)
     for name in sorted(curves):
-        points = sorted(curves[name])
-        label = _legend_label(name, metrics[name], mixed)
-        ax.plot([r for r, _ in points], [scale * score for _, score in points], marker="o", label=label,
-                color=colors[name])
+        points = sorted(curves[name], key=lambda point: point[0])
+        _draw_curve(ax, [r for r, _ in points], [score for _, score in points], scale, marker="o",
+                    label=_legend_label(name, metrics[name], mixed), color=colors[name])
     if baseline is not None:
         ax.axhline(scale * baseline, color="grey", linestyle="--", label="majority-answer baseline")
     ax.set_xlabel("Communication round")
@@ -471,7 +495,7 @@ def score_vs_round_figure(
 
 
 def plot_score_vs_round(
-    curves: dict[str, list[tuple[int, float]]],
+    curves: dict[str, list[Point]],
     metrics: Mapping[str, str],
     path: Path | str,
     baseline: float | None,
@@ -503,7 +527,7 @@ def byte_unit(largest: float) -> tuple[str, float]:
 
 
 def score_vs_bytes_figure(
-    curves: dict[str, list[tuple[float, float]]], references: dict[str, float], metrics: Mapping[str, str]
+    curves: dict[str, list[Point]], references: dict[str, float | Estimate], metrics: Mapping[str, str]
 ) -> Figure:
     """The primary score against cumulative bytes uploaded, one line per federated experiment
     (`cumulative_bytes_curve`), and each experiment that uploads nothing (centralized, local) as a
@@ -520,13 +544,16 @@ def score_vs_bytes_figure(
     # The same experiments as score_vs_round.png, so each keeps its colour there.
     colors = experiment_colors([*curves, *references])
     for name in sorted(curves):
-        points = sorted(curves[name])
-        label = _legend_label(name, metrics[name], mixed)
-        ax.plot([b / size for b, _ in points], [scale * score for _, score in points], marker="o", label=label,
-                color=colors[name])
+        points = sorted(curves[name], key=lambda point: point[0])
+        _draw_curve(ax, [b / size for b, _ in points], [score for _, score in points], scale, marker="o",
+                    label=_legend_label(name, metrics[name], mixed), color=colors[name])
     for name in sorted(references):
-        label = f"{_legend_label(name, metrics[name], mixed)} (no upload)"
-        ax.axhline(scale * references[name], linestyle=":", color=colors[name], label=label)
+        reference = references[name]
+        label = _seeds_label(f"{_legend_label(name, metrics[name], mixed)} (no upload)", [reference])
+        mean = reference.mean if isinstance(reference, Estimate) else reference
+        ax.axhline(scale * mean, linestyle=":", color=colors[name], label=label)
+        if isinstance(reference, Estimate) and reference.sd is not None:
+            ax.axhspan(scale * (mean - reference.sd), scale * (mean + reference.sd), color=colors[name], alpha=0.12, linewidth=0)
     ax.set_xlabel(f"Cumulative bytes uploaded by clients ({unit})")
     ax.set_ylabel(score_label(distinct))
     ax.set_title(f"{_score_title(distinct)} against communication")
@@ -537,8 +564,8 @@ def score_vs_bytes_figure(
 
 
 def plot_accuracy_vs_bytes(
-    curves: dict[str, list[tuple[float, float]]],
-    references: dict[str, float],
+    curves: dict[str, list[Point]],
+    references: dict[str, float | Estimate],
     metrics: Mapping[str, str],
     path: Path | str,
 ) -> None:

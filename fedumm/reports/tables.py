@@ -25,19 +25,19 @@ import csv
 import io
 import json
 import math
-import re
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from statistics import fmean
 
-from fedumm import config as fedumm_config
 from fedumm.io import atomic_write_text
-from fedumm.reports import identity, summary
+from fedumm.reports import identity, replicates, summary
+from fedumm.reports.replicates import Estimate, estimate, group_label, seed_group
 
-Cell = str | int | float | None
-"""A table cell: text, a number in the column's unit, or None for a missing value."""
+Cell = str | int | float | Estimate | None
+"""A table cell: text, a number in the column's unit, a mean over seeds with its spread
+(`fedumm.reports.replicates.Estimate`), or None for a missing value."""
 
 MISSING = "—"
 """How Markdown and LaTeX show a missing cell (CSV leaves it empty)."""
@@ -74,11 +74,6 @@ class Table:
 
 
 # ----------------------------------------------------------------------------- runs
-
-
-def seed_group(experiment: dict) -> str:
-    """A key shared by the resolved experiments that differ only in their seed (replicates)."""
-    return fedumm_config.config_hash({key: value for key, value in experiment.items() if key != "seed"})
 
 
 def run_record(name: str, experiment: dict, summary: dict) -> dict:
@@ -130,17 +125,10 @@ def _mean_scores(blocks: Sequence[dict | None]) -> dict | None:
     return {key: _mean(block.get(key) for block in present) for key in keys}
 
 
-def group_label(names: Sequence[str]) -> str:
-    """One name for replicates: `sweep_c4_a0.5_fedavg_s0` and `…_s1` become `sweep_c4_a0.5_fedavg`."""
-    if len(names) == 1:
-        return names[0]
-    stems = {re.sub(r"_s\d+$", "", name) for name in names}
-    return stems.pop() if len(stems) == 1 else ", ".join(names)
-
-
 def average_seeds(runs: Sequence[dict]) -> list[dict]:
     """One record per seed group, in order of first appearance: the mean `score` and
-    `bytes_per_round` of its runs, `name` from `group_label`, `names` and `seeds` (how many)."""
+    `bytes_per_round` of its runs, `estimate` (the score's `Estimate`: mean, sample standard
+    deviation over seeds, number of seeds), `name` from `group_label`, `names` and `seeds` (how many)."""
     groups: dict[str, list[dict]] = {}
     for run in runs:
         groups.setdefault(run["group"], []).append(run)
@@ -151,6 +139,7 @@ def average_seeds(runs: Sequence[dict]) -> list[dict]:
             "names": tuple(run["name"] for run in members),
             "seeds": len(members),
             "score": fmean(run["score"] for run in members),
+            "estimate": estimate(run["score"] for run in members),
             "bytes_per_round": _mean(run["bytes_per_round"] for run in members),
             "geneval": _mean_scores([run.get("geneval") for run in members]),
         }
@@ -166,9 +155,15 @@ def _seeds_note(groups: Sequence[dict]) -> str | None:
     return "Mean over the seeds of experiments that differ only in their seed (number of seeds): " + ", ".join(repeated) + "."
 
 
-def _scaled(score: float | None, metric: str) -> float | None:
-    """A score in the unit the tables show for its metric: percent for fractions, CIDEr as is."""
-    return None if score is None else score * summary.score_scale(metric)
+def _scaled(score: float | Estimate | None, metric: str) -> float | Estimate | None:
+    """A score in the unit the tables show for its metric: percent for fractions, CIDEr as is. A mean
+    over seeds stays an `Estimate` when it has a spread; without one (one seed) it is a plain number."""
+    if score is None:
+        return None
+    factor = summary.score_scale(metric)
+    if isinstance(score, Estimate):
+        return score.mean * factor if score.sd is None else score.scaled(factor)
+    return score * factor
 
 
 def _metrics(runs: Iterable[dict]) -> list[str]:
@@ -254,10 +249,22 @@ def _row_labels(groups: Sequence[dict]) -> dict[str, str]:
 def _seeds_cell_note(groups: Sequence[dict]) -> str:
     counts = [group["seeds"] for group in groups]
     if set(counts) == {1}:
-        return "One experiment per cell."
+        return ("One experiment (one seed) per cell: no spread is known, and a difference of a few points can be "
+                "seed variation; sweep `seed` for mean ± standard deviation.")
     low, high = min(counts), max(counts)
     spread = str(low) if low == high else f"{low}–{high}"
-    return f"Each cell is the mean over experiments that differ only in their seed ({spread} seeds)."
+    return (f"A cell is the mean ± sample standard deviation over experiments that differ only in their seed "
+            f"({spread} seeds; n= gives each cell's number); a cell without ± is one seed.")
+
+
+def _spread_note(compared: Sequence[tuple[str, Estimate | None]], unit: str) -> str | None:
+    """Names the rows whose difference to centralized is within the seeds' spread
+    (`fedumm.reports.replicates.within_spread`), or None when there is none."""
+    within = [row for row, delta in compared if replicates.within_spread(delta)]
+    if not within:
+        return None
+    return (f"Within the spread (|difference| <= {replicates.SPREAD_FACTOR:g} standard deviations of the difference, "
+            f"{unit}): " + "; ".join(within) + ". These rows do not show a difference to centralized beyond seed variation.")
 
 
 def table1(runs: Sequence[dict]) -> Table:
@@ -289,7 +296,8 @@ def table1(runs: Sequence[dict]) -> Table:
     notes = [
         f"Final score of the federated experiments (last evaluated round): {_score_description(metrics)}.",
         _seeds_cell_note(federated) if federated else "No federated experiment.",
-        "Avg: mean of the row's filled α cells; — marks a combination without an experiment.",
+        "Avg: mean of the row's filled α cells, its ± sqrt(Σ sd²)/k over the k cells; vs. centralized: ± "
+        "sqrt(sd_Avg² + sd_centralized²); — marks a combination without an experiment.",
     ]
     for metric in metrics:
         metric_centrals = [central for central in centrals if central["metric"] == metric]
@@ -298,21 +306,24 @@ def table1(runs: Sequence[dict]) -> Table:
         for central in metric_centrals:
             label = _metric_cell(metric, by_metric) + ((_central_label(central, several), None) if by_strategy
                                                        else (_central_label(central, several),))
-            rows.append(label + (None,) * len(alphas) + (_scaled(central["score"], metric), None))
+            rows.append(label + (None,) * len(alphas) + (_scaled(central["estimate"], metric), None))
         unit = "percentage points" if metric in summary.FRACTION_METRICS else f"{summary.metric_name(metric)} points"
         compared = []
+        differences: list[tuple[str, Estimate | None]] = []
         for label, clients in sorted({(labels[g["group"]], g["clients"]) for g in federated if g["metric"] == metric}):
             row_groups = [cells.get((metric, label, clients, alpha)) for alpha in alphas]
-            values = [None if group is None else group["score"] for group in row_groups]
-            average = _mean(values)
+            values = [None if group is None else group["estimate"] for group in row_groups]
+            average = replicates.mean_of(values)
             baselines = {central["name"]: central for group in row_groups if group is not None
                          for central in _baselines(group, metric_centrals)}
-            reference = _mean(central["score"] for central in baselines.values())
-            difference = None if reference is None or average is None else average - reference
+            reference = replicates.mean_of([central["estimate"] for central in baselines.values()])
+            difference = replicates.difference(average, reference)
             key = _metric_cell(metric, by_metric) + ((label, clients) if by_strategy else (clients,))
             rows.append(key + tuple(_scaled(value, metric) for value in values)
                         + (_scaled(average, metric), _scaled(difference, metric)))
-            compared.append((f"{label}, {clients} clients" if by_strategy else f"{clients} clients", sorted(baselines)))
+            row_name = f"{label}, {clients} clients" if by_strategy else f"{clients} clients"
+            compared.append((row_name, sorted(baselines)))
+            differences.append((row_name, difference))
         sources = {tuple(names) for _, names in compared}
         if not metric_centrals:
             notes.append(prefix + "No centralized experiment: vs. centralized is —.")
@@ -323,6 +334,9 @@ def table1(runs: Sequence[dict]) -> Table:
         else:
             pairs = "; ".join(f"{row} vs. {', '.join(names) or '—'}" for row, names in compared)
             notes.append(prefix + f"vs. centralized: Avg minus the score of the row's centralized baseline, in {unit}: {pairs}.")
+        spread = _spread_note(differences, unit)
+        if spread:
+            notes.append(prefix + spread)
     if not metrics:
         notes.append("No centralized experiment: vs. centralized is —.")
     title = f"Table 1: {summary.score_label(metrics)} by number of clients and Dirichlet α"
@@ -408,7 +422,7 @@ def _paradigm_rows(groups: Sequence[dict], kind: str, paradigm: str, by_metric: 
     return [
         (f"{paradigm} + {_adapters(group['tuning'])}", group["name"])
         + _metric_cell(group["metric"], by_metric)
-        + (_scaled(group["score"], group["metric"]),
+        + (_scaled(group["estimate"], group["metric"]),
            None if group["bytes_per_round"] is None else group["bytes_per_round"] / unit_bytes)
         for group in members
     ]
@@ -540,7 +554,7 @@ def table4(records: Sequence[dict], gpus: dict[str, int]) -> Table:
             server["s"], server["cpu_time"], _gpu_hours(server["s"], gpus["aggregate"]),
             None if upload is None else upload / GB, None if full is None else full / GB, ratio,
             *_metric_cell(members[0]["metric"], by_metric),
-            _scaled(_mean(record["score"] for record in members), members[0]["metric"]),
+            _scaled(estimate(record["score"] for record in members), members[0]["metric"]),
         ))
     score_column = summary.score_label(metrics)
     notes = [
@@ -580,9 +594,15 @@ def table4(records: Sequence[dict], gpus: dict[str, int]) -> Table:
 
 def format_cell(value: Cell, spec: str) -> str:
     """A cell as Markdown/LaTeX show it: None as `MISSING`, numbers with the column's format spec,
-    where `SIG3` means 3 significant digits without an exponent (0.0000564, 0.094, 28.6, 100)."""
+    where `SIG3` means 3 significant digits without an exponent (0.0000564, 0.094, 28.6, 100); a
+    mean over seeds as "52.0 ± 1.3 (n=3)" (its mean alone when it has no spread: one seed)."""
     if value is None:
         return MISSING
+    if isinstance(value, Estimate):
+        mean = format_cell(value.mean, spec)
+        if value.sd is None:
+            return mean
+        return f"{mean} ± {format_cell(value.sd, spec.lstrip('+'))} (n={value.n})"
     if isinstance(value, str) or not spec:
         return str(value)
     if spec == SIG3:
@@ -591,12 +611,30 @@ def format_cell(value: Cell, spec: str) -> str:
     return format(value, spec)
 
 
+def _has_spread(table: Table, column: int) -> bool:
+    return any(isinstance(row[column], Estimate) and row[column].sd is not None for row in table.rows)
+
+
+def _csv_cells(value: Cell, spread: bool) -> list:
+    """A cell as CSV values: the value (a mean over seeds as its mean), and in a column with a spread
+    its standard deviation and number of seeds next to it."""
+    mean = value.mean if isinstance(value, Estimate) else value
+    cells = ["" if mean is None else mean]
+    if spread:
+        estimated = isinstance(value, Estimate)
+        cells += ["" if not estimated or value.sd is None else value.sd, value.n if estimated else ""]
+    return cells
+
+
 def to_csv(table: Table) -> str:
-    """The table as CSV: the column names, then the rows; numbers at full precision, missing cells empty."""
+    """The table as CSV: the column names, then the rows; numbers at full precision, missing cells
+    empty. A column holding means over seeds is followed by "<column> sd" and "<column> n"."""
+    spread = [_has_spread(table, index) for index in range(len(table.columns))]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(table.columns)
-    writer.writerows(["" if value is None else value for value in row] for row in table.rows)
+    writer.writerow([name for column, has in zip(table.columns, spread)
+                     for name in ((column, f"{column} sd", f"{column} n") if has else (column,))])
+    writer.writerows([cell for value, has in zip(row, spread) for cell in _csv_cells(value, has)] for row in table.rows)
     return buffer.getvalue()
 
 
@@ -627,7 +665,7 @@ def to_markdown(table: Table) -> str:
 _LATEX = {
     "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
     "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "—": "---", "–": "--",
-    "α": r"$\alpha$", "×": r"$\times$",
+    "α": r"$\alpha$", "×": r"$\times$", "±": r"$\pm$",
 }
 
 
