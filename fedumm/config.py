@@ -343,6 +343,9 @@ def _check_experiment(name: str, experiment: dict, config: dict) -> None:
         )
     if experiment["eval"]["split"] == "val" and config["datasets"][experiment["dataset"]]["splits"]["val"] == 0:
         raise ConfigError(f"config key '{where}.eval.split': dataset {experiment['dataset']!r} has no val split")
+    if experiment["eval"].get("select_split") == experiment["eval"]["split"]:
+        raise ConfigError(f"config key '{where}.eval.select_split': choosing the round on the split it reports "
+                          f"({experiment['eval']['split']}) would overstate the score; use another split or null")
 
 
 def _check_baselines(experiments: dict[str, dict]) -> None:
@@ -644,6 +647,9 @@ def load_experiments(config: dict, schema: dict, overrides: Mapping | None = Non
             raise ConfigError(f"experiment {name!r} (defaults merged with its overrides): {error}") from None
         fill_derived_parameters(experiment)
         _check_experiment(name, experiment, config)
+        if config["datasets"][experiment["dataset"]]["splits"].get(experiment["eval"].get("select_split"), 1) == 0:
+            # A dataset without a val split reports its last round; the tables' notes name such experiments.
+            experiment["eval"]["select_split"] = None
     _check_baselines(experiments)
     for name, experiment in experiments.items():
         _check_warm_start(name, experiment, experiments)

@@ -12,6 +12,7 @@ from fedumm.runlog import job_header, log_to
 
 with log_to(snakemake.log[0], job_header(snakemake.rule, snakemake.wildcards)) as log:
     device = configure_torch(0, snakemake.threads)
+    select_split = snakemake.params.eval.get("select_split")
     scores = evaluate_adapters(
         base_dir=Path(snakemake.input.base),
         adapters={name: Path(d) for name, d in snakemake.params.adapters.items()},
@@ -21,6 +22,10 @@ with log_to(snakemake.log[0], job_header(snakemake.rule, snakemake.wildcards)) a
         partition_dir=Path(snakemake.input.partition),
         eval_config=snakemake.params.eval,
         device=device,
+        selection=None if select_split is None else (
+            shards.split_shards(Path(snakemake.input.data), select_split),
+            Path(snakemake.input.select_features) if "select_features" in snakemake.input.keys() else None,
+        ),
     )
     if "geneval" in snakemake.input.keys():
         scores["geneval"] = json.loads(Path(snakemake.input.geneval).read_text())
@@ -28,9 +33,10 @@ with log_to(snakemake.log[0], job_header(snakemake.rule, snakemake.wildcards)) a
     tracking.track_metrics(snakemake.config.get("tracking"), snakemake.wildcards.exp, int(snakemake.wildcards.r),
                            tracking.eval_metrics(scores))
     log.info(
-        "round %s: %s %s (mean over clients on their own split: %s)",
+        "round %s: %s %s (mean over clients on their own split: %s; on the selection split: %s)",
         snakemake.wildcards.r,
         scores["score_metric"],
         scores["score"],
         scores["personalized"]["mean"]["score"],
+        (scores["selection"] or {}).get("score"),
     )

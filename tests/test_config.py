@@ -102,6 +102,10 @@ def test_default_config_resolves_the_demo_experiments(default_config, schema):
         (lambda c: c["experiments"].update(warm={"init": {"from": "no/such/dir"}}),
          r"^config key 'experiments.warm.init.from': no/such/dir is not an adapter directory \(no adapter_config.json, "),
         (lambda c: c["experiments"].update(warm={"init": {"experiment": "fedavg"}}), None),
+        (lambda c: c["experiments"]["fedavg"].update(eval={"split": "val"}),
+         r"^config key 'experiments.fedavg.eval.select_split': choosing the round on the split it reports \(val\) would "
+         r"overstate the score; use another split or null$"),
+        (lambda c: c["experiments"]["fedavg"].update(eval={"split": "val", "select_split": None}), None),
     ],
 )
 def test_config_errors_name_the_key(default_config, schema, mutate, message):
@@ -135,6 +139,13 @@ def test_folder_dataset_must_exist(default_config, schema, tmp_path):
     with_folder["experiments"] = {"m": {"dataset": "mix", "partition": {"min_size": 1}}}
     with pytest.raises(ConfigError, match=r"'datasets.private.path': folder .*gone' does not exist"):
         load_experiments(with_folder, schema)
+
+
+def test_a_dataset_without_a_val_split_reports_the_last_round(default_config, schema):
+    default_config["datasets"]["shapes"]["splits"]["val"] = 0
+    experiments = load_experiments(default_config, schema)
+    assert experiments["fedavg"]["eval"]["select_split"] is None
+    assert experiments["unified"]["eval"]["select_split"] == "val"  # shapes_unified keeps its val split
 
 
 def test_client_metrics_are_the_numeric_keys_clients_write():

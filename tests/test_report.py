@@ -35,8 +35,10 @@ from fedumm.reports.summary import (
 )
 
 
-def vqa_eval(rnd: int, acc: float, per_type: dict, cls: float | None, personalized: float | None = None) -> dict:
-    """An eval.json of a VQA v2 split as `fedumm.evaluation.scores` writes it, with a personalized mean."""
+def vqa_eval(rnd: int, acc: float, per_type: dict, cls: float | None, personalized: float | None = None,
+             selection: float | None = None) -> dict:
+    """An eval.json of a VQA v2 split as `fedumm.evaluation.scores` writes it, with a personalized mean
+    and, given `selection`, the same model's score on the val split."""
     return {
         "round": rnd,
         "vqa": {"accuracy": acc, "per_answer_type": per_type, "n": 8},
@@ -53,6 +55,7 @@ def vqa_eval(rnd: int, acc: float, per_type: dict, cls: float | None, personaliz
             "clients": {"client_0": {"score": personalized, "score_metric": "vqa.accuracy"}},
             "mean": {"score": personalized, "score_metric": "vqa.accuracy"},
         },
+        "selection": None if selection is None else {"split": "val", "score_metric": "vqa.accuracy", "score": selection},
     }
 
 
@@ -94,9 +97,12 @@ def write_json(path: Path, evaluation: dict) -> Path:
 def eval_files(tmp_path: Path) -> dict[int, Path]:
     # Deliberately given out of round order.
     return {
-        4: write_json(tmp_path / "r4.json", vqa_eval(4, 0.5, {"yes/no": 0.75, "other": 0.125}, 0.5, personalized=0.5625)),
-        0: write_json(tmp_path / "r0.json", vqa_eval(0, 0.25, {"yes/no": 0.5, "other": 0.0}, None, personalized=0.25)),
-        2: write_json(tmp_path / "r2.json", vqa_eval(2, 0.625, {"yes/no": 1.0, "other": 0.25}, 0.75, personalized=0.6875)),
+        4: write_json(tmp_path / "r4.json", vqa_eval(4, 0.5, {"yes/no": 0.75, "other": 0.125}, 0.5, personalized=0.5625,
+                                                     selection=0.65)),
+        0: write_json(tmp_path / "r0.json", vqa_eval(0, 0.25, {"yes/no": 0.5, "other": 0.0}, None, personalized=0.25,
+                                                     selection=0.3)),
+        2: write_json(tmp_path / "r2.json", vqa_eval(2, 0.625, {"yes/no": 1.0, "other": 0.25}, 0.75, personalized=0.6875,
+                                                     selection=0.6)),
     }
 
 
@@ -132,6 +138,8 @@ def test_eval_rows(eval_files: dict[int, Path]) -> None:
         "acc_other": 0.25,
         "question_types": None,  # this eval.json has no per_question_type
         **NO_GENEVAL,
+        "selection_score": 0.6,
+        "selection_split": "val",
     }
     assert rows[0]["classification_accuracy"] is None
 
@@ -150,6 +158,8 @@ def test_eval_row_of_a_caption_only_split() -> None:
         "acc_other": None,
         "question_types": None,
         **NO_GENEVAL,
+        "selection_score": None,
+        "selection_split": None,
     }
 
 
@@ -183,7 +193,7 @@ def test_write_metrics_csv(tmp_path: Path, eval_files: dict[int, Path]) -> None:
     assert list(rows[0]) == [
         "experiment", "round", "score_metric", "score", "personalized_score", "vqa_accuracy",
         "classification_accuracy", "acc_yes/no", "acc_number", "acc_other", "geneval_overall",
-        "geneval_empty_prompt",
+        "geneval_empty_prompt", "selection_score",
     ]
     assert list(METRICS_COLUMNS) == list(rows[0])
     assert [r["round"] for r in rows] == ["0", "2", "4"]
@@ -191,7 +201,7 @@ def test_write_metrics_csv(tmp_path: Path, eval_files: dict[int, Path]) -> None:
     assert rows[2]["personalized_score"] == "0.5625"
     assert rows[2]["vqa_accuracy"] == "0.5"
     assert rows[2]["acc_other"] == "0.125"
-    assert rows[0]["classification_accuracy"] == ""
+    assert rows[0]["classification_accuracy"] == "" and rows[2]["selection_score"] == "0.65"
     assert [p.name for p in path.parent.iterdir()] == ["metrics.csv"]  # no temp file left
 
 
@@ -199,9 +209,9 @@ def test_write_metrics_csv_of_a_caption_only_split(tmp_path: Path, caption_files
     path = tmp_path / "metrics.csv"
     write_metrics_csv(eval_rows("cc3m", caption_files), path)
     assert path.read_text().splitlines()[1:] == [
-        "cc3m,1,caption.CIDEr,0.75,0.25,,,,,,,",
-        "cc3m,2,caption.CIDEr,1.3125,0.8125,,,,,,,",
-        "cc3m,3,caption.CIDEr,1.125,0.625,,,,,,,",
+        "cc3m,1,caption.CIDEr,0.75,0.25,,,,,,,,",
+        "cc3m,2,caption.CIDEr,1.3125,0.8125,,,,,,,,",
+        "cc3m,3,caption.CIDEr,1.125,0.625,,,,,,,,",
     ]
 
 
@@ -218,9 +228,9 @@ def experiments(eval_files: dict[int, Path]) -> list[dict]:
         "name": "centralized", "kind": "centralized", "strategy": None, "label": None, "clients": 1,
         "alpha": None, "rounds": 4, "majority_baseline": 0.25, "bytes_uploaded": [],
         "metrics": [
-            eval_row("centralized", vqa_eval(0, 0.25, {}, None)),
-            eval_row("centralized", vqa_eval(2, 0.75, {}, None)),
-            eval_row("centralized", vqa_eval(4, 0.75, {}, None)),
+            eval_row("centralized", vqa_eval(0, 0.25, {}, None, selection=0.25)),
+            eval_row("centralized", vqa_eval(2, 0.75, {}, None, selection=0.7)),
+            eval_row("centralized", vqa_eval(4, 0.75, {}, None, selection=0.7)),
         ],
     }
     return [fedavg, central]
@@ -238,8 +248,10 @@ def test_summary_rows(eval_files: dict[int, Path]) -> None:
     fedavg, central = summary_rows(experiments(eval_files))
     assert fedavg == {
         "name": "fedavg", "kind": "federated", "strategy": "fedavg", "label": "fedprox (μ=0.01)", "robust": None, "attack": None,
-        "clients": 4, "alpha": 0.5, "rounds": 4, "score_metric": "vqa.accuracy", "final_score": 0.5, "best_score": 0.625,
-        "best_round": 2, "personalized_score": 0.5625, "final_vqa_accuracy": 0.5,
+        "clients": 4, "alpha": 0.5, "rounds": 4, "score_metric": "vqa.accuracy", "final_score": 0.5,
+        # round 4 has the best val score (0.65), although round 2 has the best test score: selection never reads test
+        "selected_score": 0.5, "selected_round": 4, "selection_split": "val", "personalized_score": 0.5625,
+        "final_vqa_accuracy": 0.5,
         "majority_baseline": 0.25, **NO_GENEVAL_SUMMARY, "question_types": None, "final_classification_accuracy": 0.5,
         "bytes_uploaded_per_round": 2_500_000,
     }
@@ -247,7 +259,7 @@ def test_summary_rows(eval_files: dict[int, Path]) -> None:
     assert [key for key in fedavg if key in SUMMARY_COLUMNS] == list(SUMMARY_COLUMNS)
     assert set(fedavg) - set(SUMMARY_COLUMNS) == {"geneval_tasks", "geneval_sampling", "question_types",
                                                   "final_classification_accuracy"}
-    assert central["best_round"] == 2  # tie with round 4 goes to the earlier round
+    assert central["selected_round"] == 2  # tie with round 4 goes to the earlier round
     assert central["final_score"] == 0.75 and central["final_vqa_accuracy"] == 0.75
     assert central["personalized_score"] is None
     assert central["bytes_uploaded_per_round"] is None
@@ -257,8 +269,9 @@ def test_summary_row_of_a_caption_only_experiment(caption_files: dict[int, Path]
     (row,) = summary_rows([caption_experiment(caption_files)])
     assert row == {
         "name": "cc3m", "kind": "federated", "strategy": "fedavg", "label": "fedavg", "robust": None, "attack": None,
-        "clients": 2, "alpha": None, "rounds": 3, "score_metric": "caption.CIDEr", "final_score": 1.125, "best_score": 1.3125,
-        "best_round": 2, "personalized_score": 0.625, "final_vqa_accuracy": None,
+        "clients": 2, "alpha": None, "rounds": 3, "score_metric": "caption.CIDEr", "final_score": 1.125,
+        "selected_score": None, "selected_round": None, "selection_split": None, "personalized_score": 0.625,
+        "final_vqa_accuracy": None,
         "majority_baseline": None, **NO_GENEVAL_SUMMARY, "question_types": None, "final_classification_accuracy": None,
         "bytes_uploaded_per_round": 1000,
     }
@@ -269,7 +282,7 @@ def test_summary_row_of_old_eval_json_files(tmp_path: Path) -> None:
     experiment = experiments({})[0] | {"metrics": eval_rows("old", files), "bytes_uploaded": [10.0, 30.0]}
     (row,) = summary_rows([experiment])
     assert row["score_metric"] == "vqa.accuracy"
-    assert (row["final_score"], row["best_score"], row["best_round"]) == (0.375, 0.5, 1)
+    assert (row["final_score"], row["selected_score"], row["selected_round"]) == (0.375, None, None)
     assert row["final_vqa_accuracy"] == 0.375 and row["personalized_score"] is None
 
 
@@ -293,8 +306,8 @@ def test_write_summary(tmp_path: Path, eval_files: dict[int, Path]) -> None:
     rows = read_csv(csv_path)
     assert list(rows[0]) == [
         "name", "kind", "strategy", "label", "robust", "attack", "clients", "alpha", "rounds", "score_metric", "final_score",
-        "best_score", "best_round", "personalized_score", "final_vqa_accuracy", "majority_baseline",
-        "final_geneval_overall", "geneval_empty_prompt", "bytes_uploaded_per_round",
+        "selected_score", "selected_round", "selection_split", "personalized_score", "final_vqa_accuracy",
+        "majority_baseline", "final_geneval_overall", "geneval_empty_prompt", "bytes_uploaded_per_round",
     ]
     assert rows[0]["bytes_uploaded_per_round"] == "2500000.0"
     assert rows[0]["score_metric"] == "vqa.accuracy"
@@ -307,12 +320,14 @@ def test_write_summary(tmp_path: Path, eval_files: dict[int, Path]) -> None:
     assert lines[2] == (
         "Majority-answer baseline (always the most frequent training answer): 25.0% (VQA acc.)."
     )
-    assert lines[4] == (
-        "| Experiment | Kind | Strategy | Clients | Alpha | Rounds | Metric | Final | Best | Best round "
+    assert lines[4].startswith("Final: the score of the last evaluated round. Selected: the score at the evaluated round "
+                               "whose model scored best on the val split")
+    assert lines[6] == (
+        "| Experiment | Kind | Strategy | Clients | Alpha | Rounds | Metric | Final | Selected | Selected round "
         "| Personalized | Majority baseline | Uploaded / round |"
     )
-    assert lines[6:] == [
-        "| fedavg | federated | fedprox (μ=0.01) | 4 | 0.5 | 4 | VQA acc. | 50.0% | 62.5% | 2 | 56.2% | 25.0% | 2.5 MB |",
+    assert lines[8:] == [
+        "| fedavg | federated | fedprox (μ=0.01) | 4 | 0.5 | 4 | VQA acc. | 50.0% | 50.0% | 4 | 56.2% | 25.0% | 2.5 MB |",
         "| centralized | centralized | n/a | pooled | pooled | 4 | VQA acc. | 75.0% | 75.0% | 2 | n/a | 25.0% | n/a |",
     ]
 
@@ -322,9 +337,9 @@ def test_summary_markdown_labels_robust_rules_and_attacks(eval_files: dict[int, 
     attacked = honest | {"name": "attacked", "robust": "median", "label": "fedavg + median",
                          "attack": attack_label({"kind": "sign_flip", "clients": [0, 1], "scale": 10.0}, 4)}
     lines = summary_markdown(summary_rows([honest, attacked])).splitlines()
-    assert lines[4].startswith("| Experiment | Kind | Strategy | Attack | Clients |")
-    assert lines[6].startswith("| fedavg | federated | fedprox (μ=0.01) | none | 4 |")
-    assert lines[7].startswith("| attacked | federated | fedavg + median | sign_flip ×10, 2 of 4 clients from round 1 | 4 |")
+    assert lines[6].startswith("| Experiment | Kind | Strategy | Attack | Clients |")
+    assert lines[8].startswith("| fedavg | federated | fedprox (μ=0.01) | none | 4 |")
+    assert lines[9].startswith("| attacked | federated | fedavg + median | sign_flip ×10, 2 of 4 clients from round 1 | 4 |")
     assert attack_label({"kind": "gaussian", "fraction": 0.3, "from_round": 2}, 10) == "gaussian, 3 of 10 clients from round 2"
 
 
@@ -332,19 +347,20 @@ def test_summary_of_a_caption_only_experiment(tmp_path: Path, caption_files: dic
     csv_path, md_path = tmp_path / "summary.csv", tmp_path / "summary.md"
     write_summary(summary_rows([caption_experiment(caption_files)]), csv_path, md_path)
     (row,) = read_csv(csv_path)
-    assert (row["score_metric"], row["final_score"], row["best_score"]) == ("caption.CIDEr", "1.125", "1.3125")
+    assert (row["score_metric"], row["final_score"], row["selected_score"]) == ("caption.CIDEr", "1.125", "")
     assert row["final_vqa_accuracy"] == "" and row["majority_baseline"] == ""
     lines = md_path.read_text().splitlines()
     assert lines[2] == "Majority-answer baseline: none (only VQA accuracy and exact match have one)."
     # CIDEr is not a fraction: two decimals, no percentage.
-    assert lines[6:] == ["| cc3m | federated | fedavg | 2 | iid | 3 | CIDEr | 1.12 | 1.31 | 2 | 0.62 | n/a | 1.0 KB |"]
+    assert lines[4].startswith("Final: the score of the last evaluated round. No experiment scores a selection split")
+    assert lines[8:] == ["| cc3m | federated | fedavg | 2 | iid | 3 | CIDEr | 1.12 | n/a | n/a | 0.62 | n/a | 1.0 KB |"]
 
 
 def test_summary_markdown_mixes_metrics_and_baselines(eval_files: dict[int, Path], caption_files: dict[int, Path]) -> None:
     rows = summary_rows([experiments(eval_files)[0], caption_experiment(caption_files)])
     lines = summary_markdown(rows).splitlines()
     assert lines[2] == "Majority-answer baseline: differs between experiments, see the table."
-    assert [line.split(" | ")[6:9] for line in lines[6:]] == [["VQA acc.", "50.0%", "62.5%"], ["CIDEr", "1.12", "1.31"]]
+    assert [line.split(" | ")[6:9] for line in lines[8:]] == [["VQA acc.", "50.0%", "50.0%"], ["CIDEr", "1.12", "n/a"]]
 
 
 def test_summary_markdown_same_baseline_of_different_metrics_is_not_merged(eval_files: dict[int, Path]) -> None:

@@ -61,8 +61,15 @@ def test_run_record_from_a_summary_row() -> None:
         "name": "fed", "group": replicates.seed_group(experiment), "kind": "federated", "strategy": "fedavg",
         "label": "fedavg", "baseline": "central", "dataset": "shapes", "model": "tiny", "experiment": experiment,
         "clients": 4, "alpha": 0.1, "tuning": "lora", "metric": "caption.CIDEr", "score": 1.25,
-        "bytes_per_round": 2e6, "partition": "dirichlet", "geneval": None,
+        "bytes_per_round": 2e6, "partition": "dirichlet", "geneval": None, "selected_round": None,
     }
+    # with a selection split, the tables read the score at the selected round
+    selected = tables.run_record("fed", experiment, summary | {"selected_score": 0.75, "selected_round": 2})
+    assert (selected["score"], selected["selected_round"]) == (0.75, 2)
+    table = tables.table1([run("fed", "federated", 0.6) | {"selected_round": 2}, run("late", "federated", 0.5, clients=4)])
+    assert table.notes[0] == ("Score of the federated experiments, at the round selected by the validation split "
+                              "(eval.select_split), except the last evaluated round for experiments without one: late: "
+                              "VQA accuracy in %.")
 
 
 def test_group_label() -> None:
@@ -113,7 +120,7 @@ def test_table1_layout_avg_and_vs_centralized() -> None:
     assert spreads(table, "Avg") == [None, None, None]
     assert ("A cell is the mean ± sample standard deviation over experiments that differ only in their seed "
             "(1–2 seeds; n= gives each cell's number); a cell without ± is one seed.") in table.notes
-    assert table.notes[0] == "Final score of the federated experiments (last evaluated round): VQA accuracy in %."
+    assert table.notes[0] == "Score of the federated experiments, of the last evaluated round: VQA accuracy in %."
     assert "vs. centralized: Avg minus the centralized score (central), in percentage points." in table.notes
 
     lines = tables.to_markdown(table).splitlines()
@@ -272,7 +279,7 @@ def test_table1_of_cider_scores_shows_numbers_not_percentages() -> None:
         (2, 0.5, 1.25, pytest.approx(0.875), pytest.approx(-0.625)),
     )
     assert table.notes[0] == (
-        "Final score of the federated experiments (last evaluated round): CIDEr-D as a number (not a percentage)."
+        "Score of the federated experiments, of the last evaluated round: CIDEr-D as a number (not a percentage)."
     )
     assert "vs. centralized: Avg minus the centralized score (cc_central), in CIDEr points." in table.notes
     # Two decimals: CIDEr's differences would vanish at one (0.875 -> 0.88, not 0.9).
@@ -295,7 +302,7 @@ def test_table1_of_mixed_metrics_splits_rows_by_metric() -> None:
     )
     assert table.formats[2:] == (".2f", ".2f", ".2f", "+.2f")
     assert table.notes[0] == (
-        "Final score of the federated experiments (last evaluated round): the score of the row's "
+        "Score of the federated experiments, of the last evaluated round: the score of the row's "
         "Metric, accuracies in % and CIDEr as a number."
     )
     assert "VQA acc.: vs. centralized: Avg minus the centralized score (central), in percentage points." in table.notes

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from statistics import fmean
 
 import torch
 from tqdm import tqdm
@@ -138,6 +139,7 @@ def evaluate_adapters(
     partition_dir: Path,
     eval_config: dict,
     device,
+    selection: tuple[list[Path], Path | None] | None = None,
 ) -> dict:
     """Score each adapter on the whole split and every client on its own part of it.
 
@@ -150,6 +152,10 @@ def evaluate_adapters(
     also used for every client. The majority-answer baseline
     (`fedumm.evaluation.scores.majority_baseline_for`) is reported beside the scores, so every table
     shows how far above chance a model is.
+
+    ``selection`` (the shards and feature file of ``eval_config["select_split"]``) also scores the
+    same models on that split: the ``selection`` block (split, score_metric, score; the mean over
+    local models) by which reports choose a round without looking at the reported split.
     """
     records = batches.understanding_records(read_records(shards))
     check_requirements(records, eval_config)
@@ -163,10 +169,20 @@ def evaluate_adapters(
     model_inputs = base.family.inputs(base, shards, {record["id"] for record in records}, feature_file=feature_file)
     sizes = ground_sizes(records, model_inputs)
     lengths = generation_lengths(eval_config)
-    predictions = {
-        name: predict_answers(peft_model, model_inputs, records, eval_config["batch_size"], lengths, device)
-        for name, peft_model in each_adapter(base.model, adapters, device)
-    }
+    if selection is not None:
+        selection_records = batches.understanding_records(read_records(selection[0]))
+        selection_inputs = base.family.inputs(base, selection[0], {record["id"] for record in selection_records},
+                                              feature_file=selection[1])
+        selection_metric = scores.primary_metric(selection_records)
+    predictions, selection_scores = {}, []
+    for name, peft_model in each_adapter(base.model, adapters, device):
+        predictions[name] = predict_answers(peft_model, model_inputs, records, eval_config["batch_size"], lengths, device)
+        if selection is not None:
+            answers = predict_answers(peft_model, selection_inputs, selection_records, eval_config["batch_size"],
+                                      lengths, device)
+            selection_scores.append(scores.score_records(
+                answers, selection_records, ground_sizes(selection_records, selection_inputs), spice, selection_metric
+            )["score"])
     per_adapter = {
         name: scores.score_records(answers, records, sizes, spice, metric) for name, answers in predictions.items()
     }
@@ -180,4 +196,7 @@ def evaluate_adapters(
         **result,
         "personalized": {"split": eval_config["split"], **personalized},
         "majority_baseline": baseline,
+        "selection": None if selection is None else {
+            "split": eval_config["select_split"], "score_metric": selection_metric, "score": fmean(selection_scores),
+        },
     }

@@ -29,13 +29,13 @@ if TYPE_CHECKING:
 METRICS_COLUMNS: tuple[str, ...] = (
     "experiment", "round", "score_metric", "score", "personalized_score", "vqa_accuracy",
     "classification_accuracy", "acc_yes/no", "acc_number", "acc_other", "geneval_overall",
-    "geneval_empty_prompt",
+    "geneval_empty_prompt", "selection_score",
 )
 """Columns of metrics.csv, one row per evaluated round."""
 
 SUMMARY_COLUMNS: tuple[str, ...] = (
     "name", "kind", "strategy", "label", "robust", "attack", "clients", "alpha", "rounds", "score_metric", "final_score",
-    "best_score", "best_round", "personalized_score", "final_vqa_accuracy", "majority_baseline",
+    "selected_score", "selected_round", "selection_split", "personalized_score", "final_vqa_accuracy", "majority_baseline",
     "final_geneval_overall", "geneval_empty_prompt", "bytes_uploaded_per_round",
 )
 """Columns of summary.csv, one row per experiment."""
@@ -154,11 +154,13 @@ def eval_row(exp: str, evaluation: dict) -> dict:
         **{column: per_type.get(atype) for atype, column in _ANSWER_TYPE_COLUMNS.items()},
         "geneval_overall": geneval["overall"] if geneval else None,
         "geneval_empty_prompt": geneval["empty_prompt"]["overall"] if geneval else None,
+        "selection_score": (evaluation.get("selection") or {}).get("score"),
         # not metrics.csv columns: summary.md's accuracy by question type, Table 2's skills, and how
         # summary.md says the images were drawn
         "question_types": vqa.get("per_question_type") if vqa is not None else None,
         "geneval_tasks": geneval["tasks"] if geneval else None,
         "geneval_sampling": f"{geneval['images_per_prompt']} images per prompt, seed {geneval['seed']}" if geneval else None,
+        "selection_split": (evaluation.get("selection") or {}).get("split"),
     }
 
 
@@ -208,13 +210,16 @@ def summary_row(experiment: dict) -> dict:
     uploaded by all clients in each round; empty when nothing is communicated).
 
     The final score, personalized score and VQA accuracy are those of the last evaluated round;
-    the best round is the one with the highest primary score, the earliest on ties; bytes per
-    round are the mean over rounds, None when there are none.
+    the selected round (`selected_round`) is the one whose model scored best on the selection split
+    (``eval.select_split``, the earliest on ties), and `selected_score` the reported split's score
+    there: a round chosen without looking at the reported split (None when no round has a selection
+    score). Bytes per round are the mean over rounds, None when there are none.
     """
     metrics = sorted(experiment["metrics"], key=lambda row: row["round"])
     if not metrics:
         raise ValueError(f"experiment {experiment['name']!r} has no evaluated round")
-    best = max(metrics, key=lambda row: (row["score"], -row["round"]))
+    candidates = [row for row in metrics if row.get("selection_score") is not None]
+    selected = max(candidates, key=lambda row: (row["selection_score"], -row["round"])) if candidates else None
     final = metrics[-1]
     uploaded = experiment["bytes_uploaded"]
     return {
@@ -229,8 +234,9 @@ def summary_row(experiment: dict) -> dict:
         "rounds": experiment["rounds"],
         "score_metric": _experiment_metric(experiment["name"], metrics),
         "final_score": final["score"],
-        "best_score": best["score"],
-        "best_round": best["round"],
+        "selected_score": None if selected is None else selected["score"],
+        "selected_round": None if selected is None else selected["round"],
+        "selection_split": None if selected is None else selected["selection_split"],
         "personalized_score": final["personalized_score"],
         "final_vqa_accuracy": final["vqa_accuracy"],
         "majority_baseline": experiment["majority_baseline"],
@@ -304,13 +310,15 @@ def summary_markdown(rows: Sequence[dict]) -> str:
     generating = any(row.get("final_geneval_overall") is not None for row in rows)
     header = (
         "Experiment", "Kind", "Strategy", *(("Attack",) if attacked else ()), "Clients", "Alpha", "Rounds",
-        "Metric", "Final", "Best", "Best round", "Personalized", "Majority baseline",
+        "Metric", "Final", "Selected", "Selected round", "Personalized", "Majority baseline",
         *(("GenEval-shapes", "Empty prompt") if generating else ()), "Uploaded / round",
     )
     lines = [
         "# Experiment summary",
         "",
         _baseline_line(rows),
+        "",
+        selection_note(rows),
         "",
         *((geneval_note(rows), "") if generating else ()),
         "| " + " | ".join(header) + " |",
@@ -328,8 +336,8 @@ def summary_markdown(rows: Sequence[dict]) -> str:
             _md_cell(row["rounds"]),
             _md_cell(metric_name(metric)),
             format_score(row["final_score"], metric),
-            format_score(row["best_score"], metric),
-            _md_cell(row["best_round"]),
+            format_score(row["selected_score"], metric),
+            _md_cell(row["selected_round"]),
             format_score(row["personalized_score"], metric),
             format_score(row["majority_baseline"], metric),
             *((format_geneval(row.get("final_geneval_overall")), format_geneval(row.get("geneval_empty_prompt")))
@@ -339,6 +347,17 @@ def summary_markdown(rows: Sequence[dict]) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     lines += question_type_table(rows)
     return "\n".join(lines) + "\n"
+
+
+def selection_note(rows: Sequence[dict]) -> str:
+    """summary.md's line on the Final and Selected columns."""
+    splits = sorted({row["selection_split"] for row in rows if row.get("selection_split")})
+    if not splits:
+        return ("Final: the score of the last evaluated round. No experiment scores a selection split "
+                "(eval.select_split), so no round is selected.")
+    return (f"Final: the score of the last evaluated round. Selected: the score at the evaluated round whose model scored "
+            f"best on the {'/'.join(splits)} split (Selected round; earliest on ties), chosen without looking at the "
+            "reported split; the papers' tables show it.")
 
 
 def question_type_table(rows: Sequence[dict]) -> list[str]:

@@ -8,8 +8,9 @@
 - Table 3: training paradigms: centralized and single-site training against federated training.
 - Table 4: compute and communication per round, against full fine-tuning.
 
-Scores are the primary score of each experiment's last evaluated round (`final_score` of
-`fedumm.reports.summary.summary_row`: VQA accuracy on VQA v2, CIDEr on captions, ...), shown in percent for
+Scores are the primary score of each experiment at the round its validation score selects
+(`selected_score` of `fedumm.reports.summary.summary_row`; the last evaluated round, `final_score`,
+for experiments without a selection split), so that no table picks a round by the score it reports: VQA accuracy on VQA v2, CIDEr on captions, ...), shown in percent for
 accuracies and as a plain number for CIDEr (`fedumm.reports.summary.score_scale`); each table names its
 metric, and gains a "Metric" column when its experiments are scored by different metrics.
 Experiments that differ only in their seed are averaged, and every table says over how many.
@@ -86,7 +87,9 @@ def run_record(name: str, experiment: dict, summary: dict) -> dict:
     `alpha` (None for an iid partition), `tuning` (the tuning mode), `metric` (its score_metric),
     `score` (its final primary score, unscaled), `bytes_per_round` (mean bytes uploaded per
     round, None when nothing is uploaded), `partition` (its scheme) and `geneval` (the final round's GenEval task scores and
-    `overall`, None for a model that does not generate).
+    `overall`, None for a model that does not generate). `score` is the score at the round selected by
+    the selection split where the experiment has one, else the final score; `selected_round` says
+    which (None: final).
     """
     tasks = summary.get("geneval_tasks")
     return {
@@ -103,7 +106,8 @@ def run_record(name: str, experiment: dict, summary: dict) -> dict:
         "alpha": summary["alpha"],
         "tuning": experiment["tuning"]["mode"],
         "metric": summary["score_metric"],
-        "score": summary["final_score"],
+        "score": summary["final_score"] if summary.get("selected_score") is None else summary["selected_score"],
+        "selected_round": summary.get("selected_round"),
         "bytes_per_round": summary["bytes_uploaded_per_round"],
         "partition": experiment["partition"]["scheme"],
         "geneval": None if tasks is None else {**tasks, "overall": summary["final_geneval_overall"]},
@@ -153,6 +157,18 @@ def _seeds_note(groups: Sequence[dict]) -> str | None:
     if not repeated:
         return None
     return "Mean over the seeds of experiments that differ only in their seed (number of seeds): " + ", ".join(repeated) + "."
+
+
+def _basis(runs: Sequence[dict]) -> str:
+    """Which round the score cells come from, for the notes."""
+    final = sorted({run["name"] for run in runs if run.get("selected_round") is None})
+    if not final:
+        return ("at the round whose model scored best on the validation split (eval.select_split), chosen without "
+                "looking at the reported split; summary.md gives each selected round and the final scores")
+    if len(final) == len(runs):
+        return "of the last evaluated round"
+    return ("at the round selected by the validation split (eval.select_split), except the last evaluated round for "
+            "experiments without one: " + ", ".join(final))
 
 
 def _scaled(score: float | Estimate | None, metric: str) -> float | Estimate | None:
@@ -294,7 +310,7 @@ def table1(runs: Sequence[dict]) -> Table:
     formats = ("",) * len(key_columns) + (score_format,) * (len(alphas) + 1) + ("+" + score_format,)
     rows: list[tuple[Cell, ...]] = []
     notes = [
-        f"Final score of the federated experiments (last evaluated round): {_score_description(metrics)}.",
+        f"Score of the federated experiments, {_basis(groups)}: {_score_description(metrics)}.",
         _seeds_cell_note(federated) if federated else "No federated experiment.",
         "Avg: mean of the row's filled α cells, its ± sqrt(Σ sd²)/k over the k cells; vs. centralized: ± "
         "sqrt(sd_Avg² + sd_centralized²); — marks a combination without an experiment.",
@@ -452,7 +468,7 @@ def table3(runs: Sequence[dict]) -> Table:
     ]
     score_column = summary.score_label(metrics)
     notes = [
-        f"{score_column}: {_score_description(metrics)}, of the last evaluated round; single site: each "
+        f"{score_column}: {_score_description(metrics)}, {_basis(groups)}; single site: each "
         "client trains on its own data only, the score is the mean over clients.",
         f"Comm.: {unit} ({unit_size}) uploaded per round by all sampled clients; centralized and "
         "single-site training upload nothing.",
@@ -507,6 +523,7 @@ def compute_record(run: dict, client_jobs: dict[int, Sequence[dict | None]], ser
         "group": run["group"],
         "metric": run["metric"],
         "score": run["score"],
+        "selected_round": run.get("selected_round"),
         "client": round_compute(client_jobs),
         "server": round_compute(server_jobs),
         "upload_bytes": _mean(float(upload["bytes_uploaded"]) for upload in uploads),
@@ -564,7 +581,7 @@ def table4(records: Sequence[dict], gpus: dict[str, int]) -> Table:
         _gpu_note(gpus),
         "Comm.: GB (10^9 bytes) uploaded per round by the sampled clients (bytes_uploaded of aggregate.json); "
         "Full FT: every parameter of the model at its dtype, per sampled client.",
-        f"{score_column}: {_score_description(metrics)}, of the last evaluated round.",
+        f"{score_column}: {_score_description(metrics)}, {_basis(records)}.",
     ]
     if not records:
         notes.append("No federated experiment.")

@@ -327,6 +327,8 @@ def evaluate_inputs(wildcards):
     }
     if "train_features" in PLANS[wildcards.exp].client_files:
         inputs["features"] = feature_file(wildcards.exp, split)
+        if e["eval"].get("select_split"):
+            inputs["select_features"] = feature_file(wildcards.exp, e["eval"]["select_split"])
     if model_generates(e):
         inputs["geneval"] = f"{round_dir(wildcards.exp, wildcards.r)}/{artifacts.GENEVAL_SCORES}"
     return inputs
