@@ -312,8 +312,9 @@ def table1(runs: Sequence[dict]) -> Table:
     notes = [
         f"Score of the federated experiments, {_basis(groups)}: {_score_description(metrics)}.",
         _seeds_cell_note(federated) if federated else "No federated experiment.",
-        "Avg: mean of the row's filled α cells, its ± sqrt(Σ sd²)/k over the k cells; vs. centralized: ± "
-        "sqrt(sd_Avg² + sd_centralized²); — marks a combination without an experiment.",
+        "Avg: mean of the row's filled α cells; — marks a combination without an experiment."
+        + (" Avg's ± is sqrt(Σ sd²)/k over its k cells, vs. centralized's sqrt(sd_Avg² + sd_centralized²)."
+           if any(group["seeds"] > 1 for group in groups) else ""),
     ]
     for metric in metrics:
         metric_centrals = [central for central in centrals if central["metric"] == metric]
