@@ -29,7 +29,7 @@ demo: install
 	@cat results/summary.md
 
 test: install system-deps
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=15 tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=15 tests
 
 lint: install
 	$(BIN)/snakemake --lint
