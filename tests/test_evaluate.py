@@ -147,6 +147,33 @@ def test_majority_baselines() -> None:
     )
 
 
+def test_chance_by_question_type_is_the_per_type_prior() -> None:
+    from fedumm.evaluation.scores import chance_by_question_type
+
+    def vqa(*args, **kwargs) -> dict:
+        return record(*args, **kwargs) | {"task": "vqa"}
+
+    train = [
+        vqa("t1", ["yes"] * 10, "yes/no", "is the", mc="yes"),
+        vqa("t4", ["2"] * 10, "number", "how many", mc="2"),
+        vqa("t5", ["2"] * 10, "number", "how many", mc="2"),
+        vqa("t6", ["3"] * 10, "number", "how many", mc="3"),
+        *({"id": f"c{i}", "task": "classify", "label": label} for i, label in enumerate(["square", "circle", "circle"])),
+    ]
+    test = [
+        vqa("s1", ["yes"] * 3 + ["no"] * 7, "yes/no", "is the"),
+        vqa("s2", ["2"] * 2 + ["3"] * 8, "number", "how many"),
+        vqa("s3", ["3"] * 10, "number", "how many"),
+        *({"id": f"d{i}", "task": "classify", "label": label} for i, label in enumerate(["circle", "square", "cross", "circle"])),
+    ]
+    # "is the": always "yes" (0.9); "how many": always "2" (0.6 and 0); classify: always "circle" (2 of 4)
+    assert chance_by_question_type(train, test) == {
+        "per_question_type": {"is the": pytest.approx(0.9), "how many": pytest.approx(0.3)},
+        "classification_accuracy": 0.5,
+    }
+    assert chance_by_question_type(train[:1], test[:1])["classification_accuracy"] is None
+
+
 def test_majority_answer_ties_break_alphabetically() -> None:
     train = [record(str(i), ["x"], "other", "what", mc=mc) for i, mc in enumerate("bab a".split())]
     assert majority_answer(train) == "a"

@@ -140,6 +140,7 @@ def test_eval_rows(eval_files: dict[int, Path]) -> None:
         **NO_GENEVAL,
         "selection_score": 0.6,
         "selection_split": "val",
+        "chance": None,
     }
     assert rows[0]["classification_accuracy"] is None
 
@@ -160,6 +161,7 @@ def test_eval_row_of_a_caption_only_split() -> None:
         **NO_GENEVAL,
         "selection_score": None,
         "selection_split": None,
+        "chance": None,
     }
 
 
@@ -253,12 +255,12 @@ def test_summary_rows(eval_files: dict[int, Path]) -> None:
         "selected_score": 0.5, "selected_round": 4, "selection_split": "val", "personalized_score": 0.5625,
         "final_vqa_accuracy": 0.5,
         "majority_baseline": 0.25, **NO_GENEVAL_SUMMARY, "question_types": None, "final_classification_accuracy": 0.5,
-        "bytes_uploaded_per_round": 2_500_000,
+        "bytes_uploaded_per_round": 2_500_000, "chance": None, "dataset": None,
     }
     # summary.csv's columns, plus what Table 2 and summary.md read besides (the skills, the sampling)
     assert [key for key in fedavg if key in SUMMARY_COLUMNS] == list(SUMMARY_COLUMNS)
     assert set(fedavg) - set(SUMMARY_COLUMNS) == {"geneval_tasks", "geneval_sampling", "question_types",
-                                                  "final_classification_accuracy"}
+                                                  "final_classification_accuracy", "chance", "dataset"}
     assert central["selected_round"] == 2  # tie with round 4 goes to the earlier round
     assert central["final_score"] == 0.75 and central["final_vqa_accuracy"] == 0.75
     assert central["personalized_score"] is None
@@ -273,7 +275,7 @@ def test_summary_row_of_a_caption_only_experiment(caption_files: dict[int, Path]
         "selected_score": None, "selected_round": None, "selection_split": None, "personalized_score": 0.625,
         "final_vqa_accuracy": None,
         "majority_baseline": None, **NO_GENEVAL_SUMMARY, "question_types": None, "final_classification_accuracy": None,
-        "bytes_uploaded_per_round": 1000,
+        "bytes_uploaded_per_round": 1000, "chance": None, "dataset": None,
     }
 
 
@@ -559,6 +561,21 @@ def test_summary_markdown_shows_accuracy_by_question_type(eval_files: dict[int, 
         "|---|---:|---:|---:|---:|",
         "| fedavg | 75.0% | 50.0% | n/a | 50.0% |",
         "| centralized | 100.0% | n/a | 25.0% | n/a |",
+    ]
+    # with the chance eval.json reports: a chance row per dataset, and * on cells not above it
+    chance = {"per_question_type": {"how many": 0.75, "what color is the": 0.25, "where is the": 0.125},
+              "classification_accuracy": 0.25}
+    for experiment in (fedavg, central):
+        experiment["dataset"] = "shapes"
+        experiment["metrics"][-1]["chance"] = chance
+    lines = summary_markdown(summary_rows([fedavg, central])).splitlines()
+    at = lines.index("## Accuracy by question type (last evaluated round)")
+    assert lines[at + 4 :] == [
+        "| *chance (shapes)* | 75.0% | 25.0% | 12.5% | 25.0% |",
+        "| fedavg | 75.0%* | 50.0% | n/a | 50.0% |",
+        "| centralized | 100.0% | n/a | 25.0% | n/a |",
+        "",
+        "\\* not above the type's chance: the model has not learnt that question type.",
     ]
 
 

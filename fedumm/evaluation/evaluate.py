@@ -191,11 +191,13 @@ def evaluate_adapters(
     else:
         result = {**scores.mean_scores(list(per_adapter.values())), "per_client": per_adapter}
     personalized = scores.personalized_scores(predictions, records, client_ids, sizes, spice, metric)
-    baseline = scores.majority_baseline_for(metric, read_records(train_shards), records)
+    train_records = read_records(train_shards)
+    baseline = scores.majority_baseline_for(metric, train_records, records)
     return {
         **result,
         "personalized": {"split": eval_config["split"], **personalized},
         "majority_baseline": baseline,
+        "chance": scores.chance_by_question_type(train_records, records),
         "selection": None if selection is None else {
             "split": eval_config["select_split"], "score_metric": selection_metric, "score": fmean(selection_scores),
         },

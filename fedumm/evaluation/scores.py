@@ -254,13 +254,36 @@ def per_question_type_majority_baseline(
 
     Question types absent from training fall back to the overall majority answer.
     """
+    return score_vqa(_type_prior_answers(train_records, test_records), test_records)["accuracy"]
+
+
+def _type_prior_answers(train_records: list[dict], test_records: list[dict]) -> dict[str, str]:
+    """Each test record's answer under the per question-type prior: its type's most frequent training
+    answer (the overall one for a type absent from training)."""
     by_type: dict[str, list[str]] = defaultdict(list)
     for r in train_records:
         by_type[r["question_type"]].append(r["multiple_choice_answer"])
     type_answer = {qtype: _most_frequent(answers) for qtype, answers in by_type.items()}
     fallback = majority_answer(train_records)
-    predictions = {r["id"]: type_answer.get(r["question_type"], fallback) for r in test_records}
-    return score_vqa(predictions, test_records)["accuracy"]
+    return {r["id"]: type_answer.get(r["question_type"], fallback) for r in test_records}
+
+
+def chance_by_question_type(train_records: Sequence[Mapping], records: Sequence[Mapping]) -> dict:
+    """What a model gets on each question type without looking at the image: VQA accuracy per
+    question type of the per question-type prior (`per_question_type_majority_baseline`) on the
+    ``vqa`` records with several human answers, and the accuracy of always giving the most frequent
+    training label on ``classify`` records (None without them). A type's accuracy at or below its
+    chance means the model has not learnt that type."""
+    vqa_train = [r for r in train_records if metric_group(r) == "vqa"]
+    vqa_test = [r for r in records if metric_group(r) == "vqa"]
+    per_type = score_vqa(_type_prior_answers(vqa_train, vqa_test), vqa_test)["per_question_type"] if vqa_test else {}
+    classify_train = [r for r in train_records if batches.record_task(r) == "classify"]
+    labels = {r["id"]: _field(r, "label") for r in records if batches.record_task(r) == "classify"}
+    classification = None
+    if classify_train and labels:
+        label = _most_frequent(_field(r, "label") for r in classify_train)
+        classification = classification_accuracy({i: label for i in labels}, labels)
+    return {"per_question_type": per_type, "classification_accuracy": classification}
 
 
 # ---------------------------------------------------------------- scoring every task of a split

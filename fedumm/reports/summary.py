@@ -161,6 +161,7 @@ def eval_row(exp: str, evaluation: dict) -> dict:
         "geneval_tasks": geneval["tasks"] if geneval else None,
         "geneval_sampling": f"{geneval['images_per_prompt']} images per prompt, seed {geneval['seed']}" if geneval else None,
         "selection_split": (evaluation.get("selection") or {}).get("split"),
+        "chance": evaluation.get("chance"),
     }
 
 
@@ -244,6 +245,8 @@ def summary_row(experiment: dict) -> dict:
         "geneval_empty_prompt": final.get("geneval_empty_prompt"),
         "geneval_sampling": final.get("geneval_sampling"),
         "question_types": final.get("question_types"),
+        "chance": final.get("chance"),
+        "dataset": experiment.get("dataset"),
         "final_classification_accuracy": final.get("classification_accuracy"),
         "geneval_tasks": final.get("geneval_tasks"),
         "bytes_uploaded_per_round": fmean(uploaded) if uploaded else None,
@@ -363,7 +366,10 @@ def selection_note(rows: Sequence[dict]) -> str:
 def question_type_table(rows: Sequence[dict]) -> list[str]:
     """summary.md's second table: each experiment's accuracy per VQA question type ("how many",
     "what color is the", ...) and on classification records, in the last evaluated round; the
-    overall score can hide a question type that a model never answers right. Empty without VQA."""
+    overall score can hide a question type that a model never answers right. Above each dataset's
+    experiments, its chance row: the per question-type prior (each type's most frequent training
+    answer; the most frequent label for classification), what a model gets without looking at the
+    image; a cell marked * is not above it. Empty without VQA."""
     types = sorted({qtype for row in rows for qtype in (row.get("question_types") or {})})
     classify = any(row.get("final_classification_accuracy") is not None for row in rows)
     if not types:
@@ -375,12 +381,32 @@ def question_type_table(rows: Sequence[dict]) -> list[str]:
         "| " + " | ".join(header) + " |",
         "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|",
     ]
+    by_dataset: dict[str | None, list[dict]] = {}
     for row in rows:
-        by_type = row.get("question_types") or {}
-        cells = [_md_cell(row["name"]), *(format_percent(by_type.get(qtype)) for qtype in types)]
-        if classify:
-            cells.append(format_percent(row.get("final_classification_accuracy")))
-        lines.append("| " + " | ".join(cells) + " |")
+        by_dataset.setdefault(row.get("dataset"), []).append(row)
+    marked = False
+    for dataset, members in by_dataset.items():
+        chance = next((row["chance"] for row in members if row.get("chance")), None)
+        chance_types = (chance or {}).get("per_question_type") or {}
+        chance_classification = (chance or {}).get("classification_accuracy")
+        if chance is not None:
+            cells = [f"*chance{f' ({dataset})' if dataset else ''}*", *(format_percent(chance_types.get(qtype)) for qtype in types)]
+            if classify:
+                cells.append(format_percent(chance_classification))
+            lines.append("| " + " | ".join(cells) + " |")
+        for row in members:
+            by_type = row.get("question_types") or {}
+            values = [(by_type.get(qtype), chance_types.get(qtype)) for qtype in types]
+            if classify:
+                values.append((row.get("final_classification_accuracy"), chance_classification))
+            cells = [_md_cell(row["name"])]
+            for value, reference in values:
+                below = value is not None and reference is not None and value <= reference
+                marked |= below
+                cells.append(format_percent(value) + ("*" if below else ""))
+            lines.append("| " + " | ".join(cells) + " |")
+    if marked:
+        lines += ["", "\\* not above the type's chance: the model has not learnt that question type."]
     return ["", *lines]
 
 
@@ -624,6 +650,7 @@ def experiment_entry(name: str, experiment: dict, eval_files: Sequence[Path | st
         "label": identity.strategy_label(experiment),
         "robust": (experiment["strategy"].get("robust") or {}).get("name") if experiment["kind"] == "federated" else None,
         "attack": attack_label(experiment.get("attack"), experiment["clients"]),
+        "dataset": experiment["dataset"],
         "clients": experiment["clients"],
         "alpha": partition.get("alpha") if partition["scheme"] == "dirichlet" else None,
         "rounds": experiment["rounds"],
