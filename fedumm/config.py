@@ -309,6 +309,13 @@ def _check_experiment(name: str, experiment: dict, config: dict) -> None:
             f"and generation adapters are aggregated separately, which {experiment['strategy']['name']!r} does not "
             f"support: {strategy.modality_refusal}"
         )
+    if experiment["tuning"]["mode"] == "full":
+        if strategy.full_refusal:
+            raise ConfigError(f"config key '{where}.tuning.mode': full fine-tuning cannot run with strategy "
+                              f"{experiment['strategy']['name']!r}: {strategy.full_refusal}")
+        if model.get("generation") or model.get("family") == "hf":
+            raise ConfigError(f"config key '{where}.tuning.mode': full fine-tuning runs on the llava_recipe family "
+                              f"(its connector and language model); model {experiment['model']!r} trains adapters")
     _check_robust_clients(where, experiment)
     _check_exclude(where, experiment)
     _check_attack(where, experiment)

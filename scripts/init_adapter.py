@@ -14,6 +14,7 @@ with log_to(snakemake.log[0], job_header(snakemake.rule, snakemake.wildcards)) a
         out_dir=Path(snakemake.output.weights).parent,
         state_out=Path(snakemake.output.state),
         warm_start=Path(snakemake.input.warm_start).parent if "warm_start" in snakemake.input.keys() else None,
+        full=snakemake.params.tuning_mode == "full",
     )
     log.info("initial adapter written to %s%s", Path(snakemake.output.weights).parent,
              f" from {Path(snakemake.input.warm_start).parent}" if "warm_start" in snakemake.input.keys() else "")

@@ -106,6 +106,13 @@ def test_default_config_resolves_the_demo_experiments(default_config, schema):
          r"^config key 'experiments.fedavg.eval.select_split': choosing the round on the split it reports \(val\) would "
          r"overstate the score; use another split or null$"),
         (lambda c: c["experiments"]["fedavg"].update(eval={"split": "val", "select_split": None}), None),
+        (lambda c: c["experiments"]["fedavg"].update(tuning={"mode": "full"}), None),
+        (lambda c: c["experiments"]["fedavg"].update(tuning={"mode": "full"}, strategy={"name": "lora_fedavg", "mode": "stack"}),
+         r"^config key 'experiments.fedavg.tuning.mode': full fine-tuning cannot run with strategy 'lora_fedavg': its "
+         r"aggregation \(stacking, SVD, a frozen A\) needs LoRA factors"),
+        (lambda c: c["experiments"]["unified"].update(tuning={"mode": "full"}),
+         r"^config key 'experiments.unified.tuning.mode': full fine-tuning runs on the llava_recipe family \(its "
+         r"connector and language model\); model 'tiny_janus' trains adapters$"),
     ],
 )
 def test_config_errors_name_the_key(default_config, schema, mutate, message):

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from safetensors.torch import load_file
 from workflow_util import (
     embedded_bytes,
     job_counts,
@@ -48,6 +49,11 @@ BASELINES = {
 }
 # FedAvg with a proximal term is FedProx: its own label and Table 1 row, never averaged with fedavg.
 PROX = {"prox": {"strategy": {"name": "fedavg"}, "train": {"prox_mu": 0.01}}}
+# Full fine-tuning (dense deltas of the connector and language model): Table 3's and Table 4's full rows.
+FULL = {
+    "full": {"tuning": {"mode": "full"}},
+    "full_centralized": {"kind": "centralized", "tuning": {"mode": "full"}},
+}
 PAPER_FILES = [f"results/tables/{t}.{ext}" for t in ("table1", "table3", "table4") for ext in ("csv", "md", "tex")]
 
 
@@ -55,7 +61,7 @@ PAPER_FILES = [f"results/tables/{t}.{ext}" for t in ("table1", "table3", "table4
 def comparison_run(tmp_path_factory) -> tuple[Path, dict]:
     """Every strategy and the baselines, one round of 2 clients each, in one snakemake run."""
     workdir = tmp_path_factory.mktemp("comparison")
-    experiments = {name: {"strategy": strategy} for name, strategy in STRATEGIES.items()} | BASELINES | PROX
+    experiments = {name: {"strategy": strategy} for name, strategy in STRATEGIES.items()} | BASELINES | PROX | FULL
     experiments["median"]["partition"] = {"alpha": 1.0}
     config = tiny_config(experiments, rounds=1, clients=2)
     config["defaults"]["eval"]["initial"] = False  # round 0 is the same model in every experiment
@@ -72,7 +78,7 @@ def _csv(path: Path) -> list[dict]:
 def test_every_strategy_runs_and_lands_in_one_summary(comparison_run):
     workdir, config = comparison_run
     rows = {row["name"]: row for row in _csv(workdir / "results/summary.csv")}
-    assert set(rows) == set(STRATEGIES) | set(BASELINES) | set(PROX)
+    assert set(rows) == set(STRATEGIES) | set(BASELINES) | set(PROX) | set(FULL)
     assert (rows["prox"]["strategy"], rows["prox"]["label"]) == ("fedavg", "fedprox (μ=0.01)")
     assert (rows["median"]["label"], rows["dp"]["label"]) == (
         "fedavg + median", "dp_fedavg (clip_norm=1, noise_multiplier=0.5, delta=1e-05, sampling_rate=1)")
@@ -111,9 +117,15 @@ def test_the_papers_tables_hold_the_runs(comparison_run):
     assert float(prox["vs. centralized"]) == pytest.approx(float(prox["α=0.5"]) - float(central["Avg"]))
     assert float(median["Avg"]) == pytest.approx(float(median["α=1"]))
 
-    table3 = (workdir / "results/tables/table3.md").read_text()
-    assert "| Centralized (full fine-tuning) | — | — | — |" in table3
-    assert "| Centralized + LoRA | centralized |" in table3 and "| Single site + LoRA | local |" in table3
+    table3 = {row["Configuration"]: row for row in _csv(workdir / "results/tables/table3.csv")}
+    summary = {row["name"]: row for row in _csv(workdir / "results/summary.csv")}
+    assert table3["Centralized (full fine-tuning)"]["Experiment"] == "full_centralized"
+    assert table3["Federated (full fine-tuning)"]["Experiment"] == "full"
+    assert table3["Single site (full fine-tuning)"]["Experiment"] == ""  # no such experiment: no number
+    for configuration, name in (("Centralized (full fine-tuning)", "full_centralized"),
+                                ("Federated (full fine-tuning)", "full")):
+        assert float(table3[configuration]["VQA acc. (%)"]) == pytest.approx(100 * float(summary[name]["selected_score"]))
+    assert table3["Centralized + LoRA"]["Experiment"] == "centralized" and table3["Single site + LoRA"]["Experiment"] == "local"
 
     table4 = {row["Experiment"]: row for row in _csv(workdir / "results/tables/table4.csv")}
     assert set(STRATEGIES) <= set(table4)
@@ -123,6 +135,15 @@ def test_the_papers_tables_hold_the_runs(comparison_run):
     aggregate = json.loads((workdir / "results/fedavg/round_001/aggregate.json").read_text())
     assert float(row["Comm. (GB)"]) == pytest.approx(aggregate["bytes_uploaded"] / 1e9)
     assert 0 < float(row["Comm. / full (%)"]) < 100
+    # full fine-tuning uploads every connector and language weight as a dense delta
+    full = table4["full"]
+    assert (full["Tuning"], row["Tuning"]) == ("full fine-tuning", "LoRA")
+    dense_round = json.loads((workdir / "results/full/round_001/aggregate.json").read_text())
+    dense_global = load_file(workdir / "results/full/round_001/global/adapter_model.safetensors")
+    dense_bytes = sum(t.numel() * t.element_size() for t in dense_global.values())
+    assert dense_bytes * 2 <= dense_round["bytes_uploaded"] < (dense_bytes + 65536) * 2  # two clients
+    assert float(full["Comm. (GB)"]) > 10 * float(row["Comm. (GB)"])
+    assert 50 < float(full["Comm. / full (%)"]) < 100  # everything but the frozen vision encoder
 
     tex = (workdir / "results/tables/table1.tex").read_text()
     assert r"\toprule" in tex and r"$\alpha$=0.5" in tex

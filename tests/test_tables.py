@@ -322,6 +322,22 @@ def test_table1_of_a_metric_without_centralized_experiment() -> None:
 # ----------------------------------------------------------------------------- Table 3
 
 
+def test_table3_has_measured_full_fine_tuning_rows() -> None:
+    runs = [
+        run("fed_lora", "federated", 0.6, bytes_per_round=1_000_000),
+        run("fed_full", "federated", 0.65, bytes_per_round=80_000_000, tuning="full"),
+        run("central_full", "centralized", 0.7, alpha=None, tuning="full"),
+        run("central", "centralized", 0.68, alpha=None),
+    ]
+    table = tables.table3(runs)
+    assert [row[:2] for row in table.rows] == [
+        ("Centralized (full fine-tuning)", "central_full"), ("Centralized + LoRA", "central"),
+        ("Single site (full fine-tuning)", None), ("Single site + LoRA", None),
+        ("Federated (full fine-tuning)", "fed_full"), ("Federated + LoRA", "fed_lora"),
+    ]
+    assert column(table, "Comm. (MB/round)")[4:] == [pytest.approx(80.0), pytest.approx(1.0)]
+
+
 def test_table3_paradigms_with_missing_rows() -> None:
     runs = [
         run("fed_avg", "federated", 0.6, bytes_per_round=94_000_000),
@@ -340,7 +356,7 @@ def test_table3_paradigms_with_missing_rows() -> None:
         ("Federated + LoRA", "fed_avg", pytest.approx(60.0), pytest.approx(94.0)),
     )
     assert any(note.startswith("Comm.: MB (10^6 bytes) uploaded per round") for note in table.notes)
-    assert any("no full-fine-tuning kind" in note for note in table.notes)
+    assert any(note.startswith("Full fine-tuning rows come from experiments with tuning.mode: full") for note in table.notes)
     assert any("local (2)" in note for note in table.notes)
     assert table.notes[0].startswith("VQA acc. (%): VQA accuracy in %, of the last evaluated round; single site:")
     markdown = tables.to_markdown(table)
@@ -456,7 +472,7 @@ def test_table4_numbers(round_files: dict) -> None:
     assert values["Comm. / full (%)"] == pytest.approx(100.0)
     assert values["VQA acc. (%)"] == pytest.approx(60.0)
     assert "VQA acc. (%): VQA accuracy in %, of the last evaluated round." in table.notes
-    assert "| fed | 23.0 | 19.0 | 0.0128 | 2.0 | 1.5 | 0.000556 | 0.002 | 0.002 | 100 | 60.0 |" in tables.to_markdown(table)
+    assert "| fed | LoRA | 23.0 | 19.0 | 0.0128 | 2.0 | 1.5 | 0.000556 | 0.002 | 0.002 | 100 | 60.0 |" in tables.to_markdown(table)
 
 
 def test_table4_without_gpu_and_with_a_missing_benchmark(round_files: dict) -> None:

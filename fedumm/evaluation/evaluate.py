@@ -18,7 +18,7 @@ from fedumm.artifacts import CLIENT_INDEX
 from fedumm.data.shards import read_records
 from fedumm.evaluation import captions, scores
 from fedumm.models import batches, families
-from fedumm.models.adapters import load_adapter
+from fedumm.models.adapters import load_adapter, switch_adapter
 from fedumm.models.families.base import ModelInputs
 
 DEFAULT_CAPTION_MAX_NEW_TOKENS = 32
@@ -96,18 +96,15 @@ def evaluate_records(model, model_inputs: ModelInputs, records: list[dict], eval
 
 def each_adapter(base_model, adapters: dict[str, Path], device) -> Iterator[tuple[str, object]]:
     """(name, model) with each adapter of ``adapters`` active in turn, on ``device``: one base model
-    holds every adapter, and PEFT switches LoRA and trained copies by name."""
-    peft_model = None
+    serves every adapter (`fedumm.models.adapters.switch_adapter`)."""
+    model = None
     for name, adapter_dir in adapters.items():
-        if peft_model is None:
-            peft_model = load_adapter(base_model, adapter_dir, is_trainable=False)
-            active = peft_model.active_adapter
+        if model is None:
+            model = load_adapter(base_model, adapter_dir, is_trainable=False)
         else:
-            peft_model.load_adapter(str(adapter_dir), adapter_name=name, is_trainable=False)
-            active = name
-        peft_model.set_adapter(active)
-        peft_model.to(device)
-        yield name, peft_model
+            switch_adapter(model, name, adapter_dir)
+        model.to(device)
+        yield name, model
 
 
 def read_client_splits(partition_dir: Path, split: str) -> dict[str, list[str]]:

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from fedumm.artifacts import ADAPTER_WEIGHTS, Weights, read_weights, write_weights
-from fedumm.models import adapters, families
+from fedumm.models import adapters, dense, families
 
 
 def check_warm_start(expected: Weights, warm: Weights, source: Path) -> None:
@@ -28,19 +28,24 @@ def check_warm_start(expected: Weights, warm: Weights, source: Path) -> None:
 
 def initial_adapter(
     *, base_dir: Path, lora: dict, with_connector: bool, seed: int, out_dir: Path, state_out: Path,
-    warm_start: Path | None = None,
+    warm_start: Path | None = None, full: bool = False,
 ) -> None:
     """Write the round-0 adapter of the base model in ``base_dir`` and an empty server state.
 
     The connector is part of the adapter (``modules_to_save``) whenever some round trains it, the
     generation path whenever the model generates (its spec has a ``generation`` block). With
-    ``warm_start`` (an adapter directory), its tensors are the round-0 adapter, unchanged.
+    ``warm_start`` (an adapter directory), its tensors are the round-0 adapter, unchanged. With
+    ``full`` (full fine-tuning) the adapter is the dense delta of the connector and the language
+    model, zero at round 0 (`fedumm.models.dense`).
     """
     torch.manual_seed(seed)
     base = families.load_base(base_dir)
-    options = {"generation_trainable": True} if base.spec.get("generation") else {}
-    config = base.family.adapter_config(base.model, lora, connector_trainable=with_connector, **options)
-    peft_model = adapters.attach_adapter(base.model, config, seed=seed)
+    if full:
+        peft_model = dense.DenseDelta(base.model, dense.FULL_GROUPS)
+    else:
+        options = {"generation_trainable": True} if base.spec.get("generation") else {}
+        config = base.family.adapter_config(base.model, lora, connector_trainable=with_connector, **options)
+        peft_model = adapters.attach_adapter(base.model, config, seed=seed)
     state = None
     if warm_start is not None:
         state = read_weights(warm_start / ADAPTER_WEIGHTS)

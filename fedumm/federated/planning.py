@@ -98,14 +98,16 @@ def trained_groups(experiment: dict, round_index: int, generates: bool = False) 
 
     ``connector``: the connector only; ``lora``: the LoRA adapters (language, plus vision
     when vision targets are configured); ``joint``: both; ``two_stage``: the connector for
-    the first ``connector_rounds`` rounds, then the LoRA adapters. A model that ``generates``
+    the first ``connector_rounds`` rounds, then the LoRA adapters; ``full``: every weight of the
+    connector and the language model (full fine-tuning, `fedumm.models.dense`). A model that ``generates``
     (its entry has a ``generation`` block) also trains its generation adapter in every round.
     """
     lora_groups = ["language"] + (["vision"] if experiment["lora"]["vision_target_modules"] else [])
     mode = experiment["tuning"]["mode"]
     if mode == "two_stage":
         mode = "connector" if round_index <= experiment["tuning"]["connector_rounds"] else "lora"
-    groups = {"connector": ["connector"], "lora": lora_groups, "joint": ["connector", *lora_groups]}[mode]
+    groups = {"connector": ["connector"], "lora": lora_groups, "joint": ["connector", *lora_groups],
+              "full": ["connector", "language"]}[mode]
     groups = [*groups, "generation"] if generates else groups
     return [group for group in GROUPS if group in groups]
 

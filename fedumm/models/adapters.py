@@ -14,14 +14,16 @@ from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 
 import peft
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from fedumm.artifacts import ADAPTER_CONFIG, ADAPTER_WEIGHTS, SAFETENSORS_METADATA
 from fedumm.io import atomic_dir, atomic_write_json
+from fedumm.models import dense
 from fedumm.models.groups import GROUPS, parameter_group
 from fedumm.models.vlm import VisionLanguageModel, seeded
 
@@ -58,13 +60,33 @@ def attach_adapter(model: nn.Module, config: peft.LoraConfig, seed: int) -> peft
         return peft.get_peft_model(model, config)
 
 
-def load_adapter(base_model: nn.Module, adapter_dir: str | os.PathLike, is_trainable: bool) -> peft.PeftModel:
-    """Load an adapter directory onto `base_model` (the artifact contract: plain `PeftModel.from_pretrained`)."""
+AdaptedModel = peft.PeftModel | dense.DenseDelta
+"""The base model with its adapter: LoRA (and trained copies) through PEFT, or full fine-tuning's
+dense delta (`fedumm.models.dense`)."""
+
+
+def load_adapter(base_model: nn.Module, adapter_dir: str | os.PathLike, is_trainable: bool) -> AdaptedModel:
+    """Load an adapter directory onto `base_model` (the artifact contract: plain `PeftModel.from_pretrained`;
+    a dense delta of full fine-tuning through `fedumm.models.dense.load`)."""
+    if dense.is_dense(adapter_dir):
+        return dense.load(base_model, adapter_dir)
     return peft.PeftModel.from_pretrained(base_model, str(adapter_dir), is_trainable=is_trainable)
 
 
-def adapter_state(model: peft.PeftModel) -> dict[str, torch.Tensor]:
+def switch_adapter(model: AdaptedModel, name: str, adapter_dir: str | os.PathLike) -> None:
+    """Make the adapter of ``adapter_dir`` the active one of ``model`` (one base model serves every
+    adapter in turn): PEFT loads it under ``name`` beside the others, a dense delta replaces the last."""
+    if isinstance(model, dense.DenseDelta):
+        model.set_delta(load_file(str(Path(adapter_dir) / ADAPTER_WEIGHTS)))
+        return
+    model.load_adapter(str(adapter_dir), adapter_name=name, is_trainable=False)
+    model.set_adapter(name)
+
+
+def adapter_state(model: AdaptedModel) -> dict[str, torch.Tensor]:
     """The adapter tensors exactly as they go into adapter_model.safetensors."""
+    if isinstance(model, dense.DenseDelta):
+        return model.delta_state()
     return peft.get_peft_model_state_dict(model)
 
 
@@ -75,8 +97,11 @@ def _check_state_keys(model: peft.PeftModel, state: dict[str, torch.Tensor]) -> 
                          f"unexpected {sorted(set(state) - expected)}")
 
 
-def set_adapter_state(model: peft.PeftModel, state: dict[str, torch.Tensor]) -> None:
+def set_adapter_state(model: AdaptedModel, state: dict[str, torch.Tensor]) -> None:
     """Load `adapter_state`-style tensors into `model`; the keys must be exactly the adapter's keys."""
+    if isinstance(model, dense.DenseDelta):
+        model.set_delta(state)
+        return
     _check_state_keys(model, state)
     peft.set_peft_model_state_dict(model, state)
 
@@ -86,13 +111,16 @@ def _is_adapter_param(name: str) -> bool:
     return ".lora_" in name or ".modules_to_save." in name
 
 
-def adapter_parameters(model: peft.PeftModel) -> dict[str, nn.Parameter]:
+def adapter_parameters(model: AdaptedModel) -> dict[str, nn.Parameter]:
     """The parameters behind `adapter_state`, under its keys (without peft's adapter name).
 
     peft names a parameter `….lora_A.<adapter>.weight` or `connector.modules_to_save.<adapter>.0.weight`
     and saves it as `….lora_A.weight` / `connector.0.weight`; client algorithms that act on
-    gradients (SCAFFOLD) need the parameter of each saved key.
+    gradients (SCAFFOLD) need the parameter of each saved key. A dense delta's keys are the
+    parameters' own names.
     """
+    if isinstance(model, dense.DenseDelta):
+        return dict(model.delta_parameters)
     adapter = model.active_adapter
     params = {
         name.replace(f".{adapter}.", ".").replace(".modules_to_save.", "."): param
@@ -103,22 +131,31 @@ def adapter_parameters(model: peft.PeftModel) -> dict[str, nn.Parameter]:
     return params
 
 
-def trainable_groups(model: peft.PeftModel, groups: set[str]) -> None:
-    """requires_grad=True exactly for the adapter parameters (LoRA, connector copy) of `groups`."""
+def trainable_groups(model: AdaptedModel, groups: set[str]) -> None:
+    """requires_grad=True exactly for the adapter parameters (LoRA, connector copy; a dense delta's
+    parameters) of `groups`."""
     unknown = set(groups) - set(GROUPS)
     if unknown:
         raise ValueError(f"groups must be among {sorted(GROUPS)}, got {sorted(unknown)}")
+    if isinstance(model, dense.DenseDelta):
+        for name, param in model.model.named_parameters():
+            param.requires_grad_(name in model.delta_parameters and parameter_group(name) in groups)
+        return
     for name, param in model.named_parameters():
         param.requires_grad_(_is_adapter_param(name) and parameter_group(name) in groups)
 
 
-def save_adapter(model: peft.PeftModel, out_dir: str | os.PathLike, state: dict[str, torch.Tensor] | None = None) -> None:
+def save_adapter(model: AdaptedModel, out_dir: str | os.PathLike, state: dict[str, torch.Tensor] | None = None) -> None:
     """Write `adapter_config.json` + `adapter_model.safetensors` as `PeftModel.save_pretrained` names
-    them, atomically and byte-deterministically (sorted JSON, fixed metadata, no model card).
+    them, atomically and byte-deterministically (sorted JSON, fixed metadata, no model card); a dense
+    delta as `fedumm.models.dense.save` writes it.
 
     `state` (default: `adapter_state(model)`, same keys required) lets a server write aggregated
     tensors without first loading them into `model`.
     """
+    if isinstance(model, dense.DenseDelta):
+        dense.save(model, out_dir, state)
+        return
     tensors = adapter_state(model) if state is None else state
     _check_state_keys(model, tensors)
     # safetensors rejects aliased or non-contiguous tensors; copies are small (adapters only).

@@ -19,7 +19,6 @@ import re
 from pathlib import Path
 from typing import Iterator
 
-import peft
 import torch
 from safetensors.torch import load_model, save_model
 from torch import nn
@@ -178,8 +177,9 @@ class VisionLanguageModel(nn.Module):
 
 
 def unwrap(model: nn.Module) -> VisionLanguageModel:
-    """The `VisionLanguageModel` inside a `PeftModel` (LoRA layers stay active), or `model` itself."""
-    inner = model.get_base_model() if isinstance(model, peft.PeftModel) else model
+    """The `VisionLanguageModel` inside a `PeftModel` (LoRA layers stay active) or a dense delta
+    (`fedumm.models.dense.DenseDelta`), or `model` itself."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
     if not isinstance(inner, VisionLanguageModel):
         raise TypeError(f"expected a VisionLanguageModel or a PeftModel around one, got {type(model).__name__}")
     return inner

@@ -420,7 +420,7 @@ def table2(runs: Sequence[dict]) -> Table:
 
 def _adapters(tuning: str) -> str:
     """What a tuning mode trains, as the papers name it."""
-    return "connector" if tuning == "connector" else "LoRA"
+    return {"connector": "connector", "full": "full fine-tuning"}.get(tuning, "LoRA")
 
 
 def _empty_row(configuration: str, by_metric: bool) -> tuple[Cell, ...]:
@@ -428,16 +428,22 @@ def _empty_row(configuration: str, by_metric: bool) -> tuple[Cell, ...]:
     return (configuration,) + (None,) * (4 if by_metric else 3)
 
 
-def _paradigm_rows(groups: Sequence[dict], kind: str, paradigm: str, by_metric: bool,
+def _configuration(paradigm: str, tuning: str) -> str:
+    return f"{paradigm} (full fine-tuning)" if tuning == "full" else f"{paradigm} + {_adapters(tuning)}"
+
+
+def _paradigm_rows(groups: Sequence[dict], kind: str, paradigm: str, full: bool, by_metric: bool,
                    unit_bytes: float) -> list[tuple[Cell, ...]]:
-    """Table 3 rows of the seed groups of one kind: configuration, experiment, its metric (when the
-    table mixes metrics), final score and the bytes uploaded per round in units of ``unit_bytes``;
-    one row of — when the kind has no experiment."""
-    members = [group for group in groups if group["kind"] == kind]
+    """Table 3 rows of the seed groups of one kind, with full fine-tuning or with adapters:
+    configuration, experiment, its metric (when the table mixes metrics), score and the bytes
+    uploaded per round in units of ``unit_bytes``; one row of — when there is no such experiment
+    (none for federated full fine-tuning, a row FedUMM's Table 3 does not have)."""
+    members = [group for group in groups if group["kind"] == kind and (group["tuning"] == "full") == full]
     if not members:
-        return [_empty_row(f"{paradigm} + LoRA", by_metric)]
+        # FedUMM's Table 3 has no federated full fine-tuning row (its Table 4 does): none is left empty
+        return [] if kind == "federated" and full else [_empty_row(_configuration(paradigm, "full" if full else "lora"), by_metric)]
     return [
-        (f"{paradigm} + {_adapters(group['tuning'])}", group["name"])
+        (_configuration(paradigm, group["tuning"]), group["name"])
         + _metric_cell(group["metric"], by_metric)
         + (_scaled(group["estimate"], group["metric"]),
            None if group["bytes_per_round"] is None else group["bytes_per_round"] / unit_bytes)
@@ -452,7 +458,8 @@ def table3(runs: Sequence[dict]) -> Table:
     column when the experiments' metrics differ) and the bytes uploaded per round, in the decimal
     unit (KB, MB, GB) that fits the largest, as summary.md writes them.
 
-    The pipeline has no full-fine-tuning kind: those rows, and kinds without an experiment, show —.
+    Full fine-tuning rows are the experiments with ``tuning.mode: full``; a configuration without an
+    experiment shows —.
     """
     groups = average_seeds(runs)
     metrics = _metrics(groups)
@@ -461,11 +468,10 @@ def table3(runs: Sequence[dict]) -> Table:
     unit, unit_bytes = summary.byte_unit(max(uploads, default=GB))
     unit_size = f"10^{round(math.log10(unit_bytes))} bytes" if unit_bytes > 1 else "bytes"
     rows = [
-        _empty_row("Centralized (full fine-tuning)", by_metric),
-        *_paradigm_rows(groups, "centralized", "Centralized", by_metric, unit_bytes),
-        _empty_row("Single site (full fine-tuning)", by_metric),
-        *_paradigm_rows(groups, "local", "Single site", by_metric, unit_bytes),
-        *_paradigm_rows(groups, "federated", "Federated", by_metric, unit_bytes),
+        row
+        for kind, paradigm in (("centralized", "Centralized"), ("local", "Single site"), ("federated", "Federated"))
+        for full in (True, False)
+        for row in _paradigm_rows(groups, kind, paradigm, full, by_metric, unit_bytes)
     ]
     score_column = summary.score_label(metrics)
     notes = [
@@ -473,7 +479,8 @@ def table3(runs: Sequence[dict]) -> Table:
         "client trains on its own data only, the score is the mean over clients.",
         f"Comm.: {unit} ({unit_size}) uploaded per round by all sampled clients; centralized and "
         "single-site training upload nothing.",
-        "The pipeline has no full-fine-tuning kind: rows without an experiment show — (no number is invented).",
+        "Full fine-tuning rows come from experiments with tuning.mode: full (every weight of the connector and "
+        "language model trained and uploaded as a dense delta); rows without an experiment show — (no number is invented).",
     ]
     seeds = _seeds_note(groups)
     if seeds:
@@ -525,6 +532,7 @@ def compute_record(run: dict, client_jobs: dict[int, Sequence[dict | None]], ser
         "metric": run["metric"],
         "score": run["score"],
         "selected_round": run.get("selected_round"),
+        "tuning": run["tuning"],
         "client": round_compute(client_jobs),
         "server": round_compute(server_jobs),
         "upload_bytes": _mean(float(upload["bytes_uploaded"]) for upload in uploads),
@@ -568,6 +576,7 @@ def table4(records: Sequence[dict], gpus: dict[str, int]) -> Table:
         ratio = None if upload is None or not full else 100 * upload / full
         rows.append((
             group_label([record["name"] for record in members]),
+            _adapters(members[0].get("tuning", "joint")),
             client["s"], client["cpu_time"], _gpu_hours(client["s"], gpus["client_train"]),
             server["s"], server["cpu_time"], _gpu_hours(server["s"], gpus["aggregate"]),
             None if upload is None else upload / GB, None if full is None else full / GB, ratio,
@@ -580,6 +589,8 @@ def table4(records: Sequence[dict], gpus: dict[str, int]) -> Table:
         "client_train jobs (all sampled clients), server columns are its aggregate job; s is wall-clock "
         "seconds, CPU s the CPU seconds.",
         _gpu_note(gpus),
+        "Tuning: what clients train and upload (LoRA adapters, the connector, or full fine-tuning's dense deltas of "
+        "the connector and language model).",
         "Comm.: GB (10^9 bytes) uploaded per round by the sampled clients (bytes_uploaded of aggregate.json); "
         "Full FT: every parameter of the model at its dtype, per sampled client.",
         f"{score_column}: {_score_description(metrics)}, {_basis(records)}.",
@@ -597,10 +608,10 @@ def table4(records: Sequence[dict], gpus: dict[str, int]) -> Table:
                      + ", ".join(repeated) + ".")
     return Table(
         "Table 4: compute and communication per round against full fine-tuning",
-        ("Experiment", "Client (s)", "Client CPU (s)", "Client (GPU-h)", "Server (s)", "Server CPU (s)",
+        ("Experiment", "Tuning", "Client (s)", "Client CPU (s)", "Client (GPU-h)", "Server (s)", "Server CPU (s)",
          "Server (GPU-h)", "Comm. (GB)", "Full FT comm. (GB)", "Comm. / full (%)")
         + (("Metric",) if by_metric else ()) + (score_column,),
-        ("", ".1f", ".1f", SIG3, ".1f", ".1f", SIG3, SIG3, SIG3, SIG3) + (("",) if by_metric else ())
+        ("", "", ".1f", ".1f", SIG3, ".1f", ".1f", SIG3, SIG3, SIG3, SIG3) + (("",) if by_metric else ())
         + (_score_format(metrics),),
         tuple(rows),
         tuple(notes),

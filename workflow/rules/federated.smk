@@ -19,6 +19,7 @@ rule init_adapter:
     params:
         lora=lambda wildcards: EXPERIMENTS[wildcards.exp]["lora"],
         with_connector=lambda wildcards: EXPERIMENTS[wildcards.exp]["tuning"]["mode"] != "lora",
+        tuning_mode=lambda wildcards: EXPERIMENTS[wildcards.exp]["tuning"]["mode"],
         seed=lambda wildcards: planning.derive_seed(EXPERIMENTS[wildcards.exp]["seed"], "init"),
     threads: 1
     resources:

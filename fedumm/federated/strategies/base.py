@@ -116,7 +116,8 @@ class Strategy:
     A strategy composes with the robust rules (``fedumm.federated.strategies.robust``) through a
     ``robust`` field; one without it states why in ``robust_refusal``, which the config's error repeats.
     A strategy that cannot run once per modality of a unified model (``fedumm.federated.modalities``)
-    states why in ``modality_refusal``.
+    states why in ``modality_refusal``, one that needs LoRA factors and so cannot aggregate full
+    fine-tuning's dense deltas (``fedumm.models.dense``) in ``full_refusal``.
     """
 
     name: ClassVar[str]
@@ -124,6 +125,7 @@ class Strategy:
     client_needs_previous_round: ClassVar[bool] = False
     robust_refusal: ClassVar[str] = ""
     modality_refusal: ClassVar[str] = ""
+    full_refusal: ClassVar[str] = ""
 
     def aggregate(
         self,

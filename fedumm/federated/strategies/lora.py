@@ -234,6 +234,7 @@ class LoraFedAvg(Strategy):
 
     name: ClassVar[str] = "lora_fedavg"
     modality_refusal: ClassVar[str] = "its LoRA-specific aggregation (stacking, SVD) does not apply to the generation path's full copies"
+    full_refusal: ClassVar[str] = "its aggregation (stacking, SVD, a frozen A) needs LoRA factors, and full fine-tuning uploads dense deltas"
     robust_refusal: ClassVar[str] = (
         "it aggregates LoRA factors (stacked or as B·A products), not deltas of one shared vector space, so per-client distances and coordinate-wise statistics are undefined"
     )
