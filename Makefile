@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # install a CUDA build of the same version first (see README.md) and `make install` keeps it.
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: install system-deps demo test lint bench clean
+.PHONY: install system-deps demo test lint bench reproduce clean
 
 install: $(VENV)/.installed
 
@@ -37,5 +37,11 @@ lint: install
 bench: install
 	$(BIN)/python -m fedumm.bench
 
+# The papers' tables in miniature over seeds, and which of their directions hold (about an hour on
+# 2 CPU cores; SCALE=gpu for the larger setting). Not part of `make test`.
+SCALE ?= cpu
+reproduce: install
+	$(BIN)/python -m fedumm.reproduce --scale $(SCALE)
+
 clean:
-	rm -rf results logs benchmarks .snakemake report.html
+	rm -rf results logs benchmarks .snakemake report.html reproduce
