@@ -130,5 +130,6 @@ def test_round_metrics_name_server_and_client_values() -> None:
     assert metrics == {"server/round": 3.0, "server/train_loss": 1.5, "server/clients": 2.0,
                        "client_0/train_loss": 2.0, "client_2/val_score": 0.25}
     assert tracking.eval_metrics({"round": 1, "score": 0.5, "vqa": {"accuracy": 0.5, "per_answer_type": {"yes/no": 0.75}},
-                                  "per_client": {"client_0": {"score": 0.1}}, "caption": None}) == {
+                                  "per_client": {"client_0": {"score": 0.1}}, "caption": None,
+                                  "chance": {"per_question_type": {"how many": 0.3}}}) == {
         "eval/score": 0.5, "eval/vqa/accuracy": 0.5, "eval/vqa/per_answer_type/yes/no": 0.75}

@@ -62,8 +62,9 @@ def round_metrics(aggregate_summary: Mapping[str, Any], client_metrics: Mapping[
 
 
 def eval_metrics(evaluation: Mapping[str, Any]) -> dict[str, float]:
-    """eval.json's scores as ``eval/...`` (per-client blocks left out: they are the clients' own runs)."""
-    kept = {key: value for key, value in evaluation.items() if key not in ("round", "per_client")}
+    """eval.json's scores as ``eval/...`` (per-client blocks left out: they are the clients' own runs;
+    the chance block too: it describes the data, not the model)."""
+    kept = {key: value for key, value in evaluation.items() if key not in ("round", "per_client", "chance")}
     return numeric_leaves(kept, "eval")
 
 
