@@ -110,7 +110,11 @@ def test_the_papers_tables_hold_the_runs(comparison_run):
     workdir, _ = comparison_run
     table1 = _csv(workdir / "results/tables/table1.csv")
     rows = {row["Strategy"]: row for row in table1}
-    central, fedavg, prox, median = (rows[label] for label in ("Centralized", "fedavg", "fedprox (μ=0.01)", "fedavg + median"))
+    central, fedavg, prox, median = (rows[label] for label in ("Centralized (centralized)", "fedavg [tuning.mode=joint]",
+                                                                 "fedprox (μ=0.01)", "fedavg + median"))
+    # each federated row is compared with the centralized run of its own tuning mode
+    full, full_central = rows["fedavg [tuning.mode=full]"], rows["Centralized (full_centralized)"]
+    assert float(full["vs. centralized"]) == pytest.approx(float(full["α=0.5"]) - float(full_central["Avg"]))
     # fedavg, FedProx and fedavg + median share the strategy name fedavg: each has its own row
     assert (fedavg["α=1"], median["α=0.5"], prox["α=1"]) == ("", "", "")
     assert float(fedavg["Avg"]) == pytest.approx(float(fedavg["α=0.5"]))
@@ -142,8 +146,10 @@ def test_the_papers_tables_hold_the_runs(comparison_run):
     dense_global = load_file(workdir / "results/full/round_001/global/adapter_model.safetensors")
     dense_bytes = sum(t.numel() * t.element_size() for t in dense_global.values())
     assert dense_bytes * 2 <= dense_round["bytes_uploaded"] < (dense_bytes + 65536) * 2  # two clients
-    assert float(full["Comm. (GB)"]) > 10 * float(row["Comm. (GB)"])
-    assert 50 < float(full["Comm. / full (%)"]) < 100  # everything but the frozen vision encoder
+    # every connector and language weight against LoRA's r=8 factors: larger even for this tiny model
+    assert float(full["Comm. (GB)"]) > 2 * float(row["Comm. (GB)"])
+    # everything but the frozen vision encoder (most of this tiny model's bytes)
+    assert float(row["Comm. / full (%)"]) < float(full["Comm. / full (%)"]) < 100
 
     tex = (workdir / "results/tables/table1.tex").read_text()
     assert r"\toprule" in tex and r"$\alpha$=0.5" in tex

@@ -246,6 +246,19 @@ def test_table1_compares_each_row_with_its_own_baseline() -> None:
                                "points: 2 clients vs. central_small; 4 clients vs. central_big.")
 
 
+def test_table1_compares_full_fine_tuning_with_centralized_full_fine_tuning() -> None:
+    runs = [
+        run("lora", "federated", 0.5, experiment={"tuning": {"mode": "joint"}}),
+        run("full", "federated", 0.6, tuning="full", experiment={"tuning": {"mode": "full"}}),
+        run("central", "centralized", 0.7, alpha=None),
+        run("central_full", "centralized", 0.9, alpha=None, tuning="full"),
+    ]
+    table = tables.table1(runs)
+    by_label = {row[0]: row[-1] for row in table.rows}
+    assert by_label["fedavg [tuning.mode=joint]"] == pytest.approx(-20.0)
+    assert by_label["fedavg [tuning.mode=full]"] == pytest.approx(-30.0)
+
+
 def test_table1_single_experiment_is_one_cell() -> None:
     table = tables.table1([run("fedavg", "federated", 0.25, clients=4, alpha=0.5)])
     assert table.columns == ("Clients", "α=0.5", "Avg", "vs. centralized")

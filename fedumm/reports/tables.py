@@ -238,11 +238,15 @@ def _central_label(central: dict, several: bool) -> str:
 
 def _baselines(group: dict, centrals: Sequence[dict]) -> list[dict]:
     """The centralized seed groups a federated group is compared with: the one its ``baseline`` key
-    names, else those of the same dataset and model (they pool the same training data)."""
+    names, else those of the same dataset and model (they pool the same training data), and among
+    them those of the same tuning mode when there are any (LoRA against LoRA, full fine-tuning
+    against full fine-tuning)."""
     if group.get("baseline"):
         return [central for central in centrals if group["baseline"] in central["names"]]
-    return [central for central in centrals
-            if (central.get("dataset"), central.get("model")) == (group.get("dataset"), group.get("model"))]
+    same_data = [central for central in centrals
+                 if (central.get("dataset"), central.get("model")) == (group.get("dataset"), group.get("model"))]
+    same_tuning = [central for central in same_data if central.get("tuning") == group.get("tuning")]
+    return same_tuning or same_data
 
 
 def _row_labels(groups: Sequence[dict]) -> dict[str, str]:
