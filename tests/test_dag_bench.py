@@ -24,7 +24,9 @@ def test_the_bare_workflows_have_the_jobs_of_fedumm_s_rounds(tmp_path) -> None:
                                   directives=True)
     jobs = {name: results[0].jobs for name, results in runs.items()}
     # per experiment: init, 2 rounds of (clients + aggregate), evaluations of rounds 0 and 2; then `all`
-    assert jobs["bare"] == jobs["bare + directives"] == (1 + 2 * 3 + 2) * 2 + (1 + 2 * 2 + 2) + 1
+    assert jobs["bare"] == jobs["bare + directives"] == jobs["bare + directives, 1 output"] == (
+        (1 + 2 * 3 + 2) * 2 + (1 + 2 * 2 + 2) + 1
+    )
     # the same without the local kind's aggregates, plus partition and experiment_tables per
     # experiment, shapes_data, base_model, features (3 splits), summary and paper_tables
     assert jobs["fedumm"] == jobs["bare"] - 2 + 2 * 3 + 1 + 1 + 3 + 1 + 1
