@@ -35,7 +35,7 @@ from fedumm.reports.replicates import Estimate
 REPO = Path(__file__).resolve().parents[1]
 
 SCALES: dict[str, dict] = {
-    "cpu": {"seeds": [0, 1], "rounds": 3, "full_seeds": [0], "splits": None},
+    "cpu": {"seeds": [0, 1], "rounds": 2, "full_seeds": [0], "splits": None},
     "gpu": {"seeds": [0, 1, 2, 3, 4], "rounds": 10, "full_seeds": [0, 1, 2],
             "splits": {"public": 6000, "train": 8000, "val": 800, "test": 1600}},
 }
