@@ -11,8 +11,9 @@ sign; "within the spread" says when it is within two standard deviations of zero
 Sizes: ``cpu`` (default) fits about an hour on 2 CPU cores: FedAvg over clients 2, 4, 8 × Dirichlet
 α 0.1, 1.0, FedProx, SCAFFOLD and Fed-CMP at 4 clients and α 0.1, centralized training, each
 over 2 seeds; FedAvg, FedProx and FedAdam with full fine-tuning and the centralized full
-fine-tuning row (1 seed); the unified model and its centralized baseline (Table 2). ``gpu`` is
-the same grid with 5 seeds, 10 rounds and larger splits, for a machine with a GPU.
+fine-tuning row (1 seed); the unified model and its centralized baseline (Table 2); 2 rounds,
+each evaluated (428 jobs). ``gpu`` is the same grid with 5 seeds, 10 rounds and larger splits,
+for a machine with a GPU.
 """
 
 from __future__ import annotations
