@@ -51,6 +51,7 @@ def test_eval_rounds(experiment):
         ("joint", [], 3, ["connector", "language"]),
         ("two_stage", [], 2, ["connector"]),
         ("two_stage", [], 3, ["language"]),
+        ("full", [], 1, ["connector", "language"]),
     ],
 )
 def test_trained_groups(experiment, mode, vision, round_index, groups):

@@ -483,6 +483,8 @@ def table3(runs: Sequence[dict]) -> Table:
         "client trains on its own data only, the score is the mean over clients.",
         f"Comm.: {unit} ({unit_size}) uploaded per round by all sampled clients; centralized and "
         "single-site training upload nothing.",
+        "Same data budget: per round, centralized training takes as many optimizer steps as all sampled federated "
+        "clients together, and each single-site client the local epochs of a federated client.",
         "Full fine-tuning rows come from experiments with tuning.mode: full (every weight of the connector and "
         "language model trained and uploaded as a dense delta); rows without an experiment show — (no number is invented).",
     ]
