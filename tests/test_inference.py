@@ -106,7 +106,7 @@ def world(tmp_path_factory) -> dict:
     }
 
 
-def run(world: dict, adapters: dict[str, str]) -> dict:
+def run(world: dict, adapters: dict[str, str], selection: tuple | None = None) -> dict:
     result = evaluate.evaluate_adapters(
         base_dir=world["root"] / "base",
         adapters={name: world["root"] / directory for name, directory in adapters.items()},
@@ -114,8 +114,9 @@ def run(world: dict, adapters: dict[str, str]) -> dict:
         feature_file=None,
         train_shards=world["train_shards"],
         partition_dir=world["partition"],
-        eval_config=EVAL,
+        eval_config={**EVAL, "select_split": "val"} if selection else EVAL,
         device=CPU,
+        selection=selection,
     )
     json.dumps(result, allow_nan=False)  # what atomic_write_json will write
     return result
@@ -135,8 +136,10 @@ def test_global_model_on_the_split_and_on_each_clients_part(world: dict) -> None
     result = run(world, {"global": "global"})
     assert list(result) == [
         "vqa", "exact_match", "classification_accuracy", "caption", "ground", "n", "n_per_task",
-        "score", "score_metric", "personalized", "majority_baseline",
+        "score", "score_metric", "personalized", "majority_baseline", "chance", "selection",
     ]
+    assert result["selection"] is None  # no selection split given
+    assert set(result["chance"]) == {"per_question_type", "classification_accuracy"}
     vqa, classify = of_task(records, "vqa"), of_task(records, "classify")
     assert result["n"] == 16 and result["n_per_task"] == {"caption": 4, "classify": len(classify), "ground": 4, "vqa": len(vqa)}
     assert result["vqa"]["accuracy"] == pytest.approx(len(world["right_vqa"]) / len(vqa))
@@ -192,6 +195,16 @@ def test_local_models_each_on_the_split_and_on_their_own_part(world: dict) -> No
     assert personalized["clients"]["client_0"] == scores.score_records(
         answers["global"], records[:7], sizes, metric="vqa.accuracy"
     )
+
+
+@needs_java
+def test_the_selection_split_scores_the_same_models_again(world: dict) -> None:
+    """With the evaluated split itself as the selection split, the selection score is the split's
+    own score: for the global model, and for local models the mean over them."""
+    for adapters in ({"global": "global"}, {"client_0": "global", "client_1": "local"}):
+        result = run(world, adapters, selection=(world["shards"], None))
+        assert result["selection"] == {"split": "val", "score_metric": result["score_metric"],
+                                       "score": pytest.approx(result["score"])}
 
 
 def test_missing_caption_requirements_stop_the_evaluation_before_generating(
