@@ -18,10 +18,15 @@ from pathlib import Path
 
 import peft
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
-from fedumm.artifacts import ADAPTER_CONFIG, ADAPTER_WEIGHTS, SAFETENSORS_METADATA
+from fedumm.artifacts import (
+    ADAPTER_CONFIG,
+    ADAPTER_WEIGHTS,
+    SAFETENSORS_METADATA,
+    read_weights,
+)
 from fedumm.io import atomic_dir, atomic_write_json
 from fedumm.models import dense
 from fedumm.models.groups import GROUPS, parameter_group
@@ -77,7 +82,7 @@ def switch_adapter(model: AdaptedModel, name: str, adapter_dir: str | os.PathLik
     """Make the adapter of ``adapter_dir`` the active one of ``model`` (one base model serves every
     adapter in turn): PEFT loads it under ``name`` beside the others, a dense delta replaces the last."""
     if isinstance(model, dense.DenseDelta):
-        model.set_delta(load_file(str(Path(adapter_dir) / ADAPTER_WEIGHTS)))
+        model.set_delta(read_weights(Path(adapter_dir) / ADAPTER_WEIGHTS))
         return
     model.load_adapter(str(adapter_dir), adapter_name=name, is_trainable=False)
     model.set_adapter(name)

@@ -22,10 +22,15 @@ import os
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
-from fedumm.artifacts import ADAPTER_CONFIG, ADAPTER_WEIGHTS, SAFETENSORS_METADATA
+from fedumm.artifacts import (
+    ADAPTER_CONFIG,
+    ADAPTER_WEIGHTS,
+    SAFETENSORS_METADATA,
+    read_weights,
+)
 from fedumm.io import atomic_dir, atomic_write_json
 from fedumm.models.groups import parameter_group
 
@@ -90,7 +95,7 @@ def load(base_model: nn.Module, adapter_dir: str | os.PathLike) -> DenseDelta:
     """The base model with the dense delta of ``adapter_dir`` applied."""
     config = json.loads((Path(adapter_dir) / ADAPTER_CONFIG).read_text(encoding="utf-8"))[DENSE_CONFIG_KEY]
     model = DenseDelta(base_model, config["groups"])
-    model.set_delta(load_file(str(Path(adapter_dir) / ADAPTER_WEIGHTS)))
+    model.set_delta(read_weights(Path(adapter_dir) / ADAPTER_WEIGHTS))
     return model
 
 
