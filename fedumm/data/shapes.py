@@ -96,7 +96,7 @@ def sample_objects(rng: np.random.Generator, image_size: int) -> list[dict]:
     """Draw 1–3 objects in distinct grid cells; the first is the unique main object."""
     n = int(rng.integers(1, 4))
     cells = rng.choice(9, size=n, replace=False)
-    # Shape side ~14–18 px at 64×64, scaled with the image.
+    # Shape side ~14–18 px at 64×64 (10–14 at the default 48), scaled with the image.
     lo, hi = round(image_size * 14 / 64), round(image_size * 18 / 64)
     sizes = sorted((int(s) for s in rng.integers(lo, hi + 1, size=n)), reverse=True)
     main_shape = str(rng.choice(SHAPES))
