@@ -74,6 +74,14 @@ def read_weights(path: Path) -> Weights:
         raise ValueError(f"{path}: not a readable safetensors file ({error})") from None
 
 
+def check_keys(what: str, state: Weights, expected: set[str]) -> None:
+    """Refuse ``state`` unless its tensor names are exactly ``expected``, naming up to three of
+    the missing and unexpected ones (an adapter, a dense delta or a strategy's state file)."""
+    if set(state) != expected:
+        raise ValueError(f"{what} mismatch: missing {sorted(expected - set(state))[:3]}, "
+                         f"unexpected {sorted(set(state) - expected)[:3]}")
+
+
 def write_weights(path: Path, weights: Weights) -> None:
     """Serialize deterministically (safetensors orders tensors itself) and write atomically."""
     from safetensors.torch import save

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fedumm.artifacts import UPLOAD_BINDING, client_index_name, file_sha256, read_weights, write_weights
+from fedumm.artifacts import UPLOAD_BINDING, check_keys, client_index_name, file_sha256, read_weights, write_weights
 from fedumm.federated import strategies
 from fedumm.federated.server import UpdateRejected, aggregate_round
 from fedumm.federated.strategies.base import ClientUpdate
@@ -255,3 +255,10 @@ def test_fedavg_directly():
     result = strategies.build({"name": "fedavg"}).aggregate({"w": torch.zeros(1)}, updates, {}, 1)
     expected = (0 * 1 + 1 * 2 + 2 * 3) / 6
     torch.testing.assert_close(result.weights["w"], torch.tensor([expected]))
+
+
+def test_check_keys_names_up_to_three_missing_and_unexpected_tensors():
+    state = {name: torch.zeros(1) for name in ("a", "b", "x", "y", "z", "w")}
+    check_keys("adapter state", {"a": torch.zeros(1)}, {"a"})
+    with pytest.raises(ValueError, match=r"^adapter state mismatch: missing \['c', 'd', 'e'\], unexpected \['w', 'x', 'y'\]$"):
+        check_keys("adapter state", state, {"a", "b", "c", "d", "e", "f"})

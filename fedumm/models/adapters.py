@@ -25,6 +25,7 @@ from fedumm.artifacts import (
     ADAPTER_CONFIG,
     ADAPTER_WEIGHTS,
     SAFETENSORS_METADATA,
+    check_keys,
     read_weights,
 )
 from fedumm.io import atomic_dir, atomic_write_json
@@ -96,10 +97,7 @@ def adapter_state(model: AdaptedModel) -> dict[str, torch.Tensor]:
 
 
 def _check_state_keys(model: peft.PeftModel, state: dict[str, torch.Tensor]) -> None:
-    expected = set(adapter_state(model))
-    if set(state) != expected:
-        raise ValueError(f"adapter state mismatch: missing {sorted(expected - set(state))}, "
-                         f"unexpected {sorted(set(state) - expected)}")
+    check_keys("adapter state", state, set(adapter_state(model)))
 
 
 def set_adapter_state(model: AdaptedModel, state: dict[str, torch.Tensor]) -> None:

@@ -29,6 +29,7 @@ from fedumm.artifacts import (
     ADAPTER_CONFIG,
     ADAPTER_WEIGHTS,
     SAFETENSORS_METADATA,
+    check_keys,
     read_weights,
 )
 from fedumm.io import atomic_dir, atomic_write_json
@@ -79,16 +80,10 @@ class DenseDelta(nn.Module):
 
     def set_delta(self, state: dict[str, torch.Tensor]) -> None:
         """w = w_base + Δ; the keys must be exactly the trained parameters."""
-        check_keys(set(self.delta_parameters), state)
+        check_keys("dense delta", state, set(self.delta_parameters))
         with torch.no_grad():
             for name, param in self.delta_parameters.items():
                 param.copy_((self._base[name] + state[name].to(self._base[name].dtype)).to(param.device))
-
-
-def check_keys(expected: set[str], state: dict[str, torch.Tensor]) -> None:
-    if set(state) != expected:
-        raise ValueError(f"dense delta mismatch: missing {sorted(expected - set(state))[:3]}, "
-                         f"unexpected {sorted(set(state) - expected)[:3]}")
 
 
 def load(base_model: nn.Module, adapter_dir: str | os.PathLike) -> DenseDelta:
@@ -103,7 +98,7 @@ def save(model: DenseDelta, out_dir: str | os.PathLike, state: dict[str, torch.T
     """Write the delta (default: the model's own) as an adapter directory, atomically and
     byte-deterministically (sorted JSON, fixed safetensors metadata)."""
     tensors = model.delta_state() if state is None else state
-    check_keys(set(model.delta_parameters), tensors)
+    check_keys("dense delta", tensors, set(model.delta_parameters))
     tensors = {key: value.detach().to("cpu").contiguous().clone() for key, value in tensors.items()}
     with atomic_dir(out_dir) as tmp:
         atomic_write_json(tmp / ADAPTER_CONFIG, {DENSE_CONFIG_KEY: {"groups": list(model.groups)},

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from fedumm.artifacts import check_keys
 from fedumm.federated.strategies.base import (
     AggregationResult,
     ClientAlgorithm,
@@ -136,9 +137,7 @@ def _zeros_like(weights: Weights) -> Weights:
 
 
 def _checked(state: Weights, reference: Weights, what: str) -> Weights:
-    if set(state) != set(reference):
-        raise ValueError(f"{what} does not match the adapter: missing {sorted(set(reference) - set(state))[:3]}, "
-                         f"unexpected {sorted(set(state) - set(reference))[:3]}")
+    check_keys(f"{what} vs. the adapter", state, set(reference))
     return state
 
 
