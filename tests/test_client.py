@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import copy
 import json
 
 import pytest
 import torch
 from safetensors.torch import load_file
-from workflow_util import TINY_MODEL
+from workflow_util import client_world
 
-from fedumm.data import shapes, shards
+from fedumm.data import shards
 from fedumm.federated.client import (
     ClientInputs,
     ClientJob,
@@ -18,10 +17,8 @@ from fedumm.federated.client import (
     train_client,
     upload_size,
 )
-from fedumm.federated.initial import initial_adapter
-from fedumm.models import adapters, features, images, pretrain
+from fedumm.models import adapters, features, images
 from fedumm.models.vlm import load_base
-from fedumm.partition import files, schemes
 
 TRAIN = {"lr": 0.01, "weight_decay": 0.0, "warmup_ratio": 0.0, "local_epochs": 1, "local_steps": 4,
          "batch_size": 8, "grad_clip": 1.0, "prox_mu": 0.0}
@@ -32,18 +29,7 @@ LORA = {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("client")
-    dataset = root / "data"
-    shapes.generate_shapes(dataset, {"public": 64, "train": 48, "val": 16, "test": 8}, seed=0, shard_size=32)
-    spec = copy.deepcopy(TINY_MODEL)
-    spec["pretrain"]["steps"] = 5
-    pretrain.build_base_model(spec, shards.split_shards(dataset, "public"), root / "base", threads=1)
-    initial_adapter(base_dir=root / "base", lora=LORA, with_connector=True, seed=1,
-                    out_dir=root / "global", state_out=root / "state.safetensors")
-    records = {s: shards.read_records(shards.split_shards(dataset, s)) for s in ("train", "val", "test")}
-    parts = schemes.partition_splits(
-        {s: [r["domain"] for r in rs] for s, rs in records.items()}, "iid", 2, seed=0, alpha=None, min_size=1
-    )
-    files.write_partition(root / "index", root / "counts.csv", root / "heatmap.png", records, parts, "domain")
+    dataset, parts = client_world(root, {"public": 64, "train": 48, "val": 16, "test": 8}, pretrain_steps=5, lora=LORA)
     vlm, _, base_spec = load_base(root / "base")
     feature_files = {}
     for split in ("train", "val"):

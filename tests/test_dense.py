@@ -3,22 +3,19 @@ delta, one client round on real files, the server's average, evaluation and expo
 
 from __future__ import annotations
 
-import copy
 import json
 
 import pytest
 import torch
 from safetensors.torch import load_file
-from workflow_util import TINY_MODEL
+from workflow_util import client_world
 
-from fedumm.data import shapes, shards
+from fedumm.data import shards
 from fedumm.evaluation.evaluate import each_adapter
 from fedumm.federated.client import ClientInputs, ClientJob, LocalTraining, train_client
-from fedumm.federated.initial import initial_adapter
-from fedumm.models import adapters, dense, pretrain
+from fedumm.models import adapters, dense
 from fedumm.models.groups import parameter_group
 from fedumm.models.vlm import load_base
-from fedumm.partition import files, schemes
 
 TRAIN = {"lr": 0.01, "weight_decay": 0.0, "warmup_ratio": 0.0, "local_epochs": 1, "local_steps": 3,
          "batch_size": 8, "grad_clip": 1.0, "prox_mu": 0.0}
@@ -29,18 +26,8 @@ LORA = {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj"], "visio
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("dense")
-    dataset = root / "data"
-    shapes.generate_shapes(dataset, {"public": 32, "train": 32, "val": 8, "test": 8}, seed=0, shard_size=32)
-    spec = copy.deepcopy(TINY_MODEL)
-    spec["pretrain"]["steps"] = 2
-    pretrain.build_base_model(spec, shards.split_shards(dataset, "public"), root / "base", threads=1)
-    initial_adapter(base_dir=root / "base", lora=LORA, with_connector=True, seed=1,
-                    out_dir=root / "global", state_out=root / "state.safetensors", full=True)
-    records = {s: shards.read_records(shards.split_shards(dataset, s)) for s in ("train", "val", "test")}
-    parts = schemes.partition_splits(
-        {s: [r["domain"] for r in rs] for s, rs in records.items()}, "iid", 2, seed=0, alpha=None, min_size=1
-    )
-    files.write_partition(root / "index", root / "counts.csv", root / "heatmap.png", records, parts, "domain")
+    dataset, _ = client_world(root, {"public": 32, "train": 32, "val": 8, "test": 8}, pretrain_steps=2, lora=LORA,
+                              full=True)
     for client in (0, 1):
         inputs = ClientInputs(base_dir=root / "base", start_adapter=root / "global",
                               index_file=root / "index" / f"client_{client:03d}.json",

@@ -36,6 +36,31 @@ TINY_MODEL = {
 }
 
 
+def client_world(root: Path, splits: dict[str, int], pretrain_steps: int, lora: dict, full: bool = False):
+    """For tests that run client jobs in-process: the shapes ``splits`` in ``root/data``, the tiny
+    base model pretrained ``pretrain_steps`` steps (``root/base``), its round-0 adapter or, with
+    ``full``, dense delta (``root/global``) and an iid partition over 2 clients (``root/index``).
+    Returns the dataset directory and the partition."""
+    from fedumm.data import shapes, shards
+    from fedumm.federated.initial import initial_adapter
+    from fedumm.models import pretrain
+    from fedumm.partition import files, schemes
+
+    dataset = root / "data"
+    shapes.generate_shapes(dataset, splits, seed=0, shard_size=32)
+    spec = copy.deepcopy(TINY_MODEL)
+    spec["pretrain"]["steps"] = pretrain_steps
+    pretrain.build_base_model(spec, shards.split_shards(dataset, "public"), root / "base", threads=1)
+    initial_adapter(base_dir=root / "base", lora=lora, with_connector=True, seed=1,
+                    out_dir=root / "global", state_out=root / "state.safetensors", full=full)
+    records = {s: shards.read_records(shards.split_shards(dataset, s)) for s in ("train", "val", "test")}
+    parts = schemes.partition_splits(
+        {s: [r["domain"] for r in rs] for s, rs in records.items()}, "iid", 2, seed=0, alpha=None, min_size=1
+    )
+    files.write_partition(root / "index", root / "counts.csv", root / "heatmap.png", records, parts, "domain")
+    return dataset, parts
+
+
 def tiny_config(experiments: dict | None = None, **defaults) -> dict:
     """A config of the real workflow, small enough that one job takes seconds on a CPU."""
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
