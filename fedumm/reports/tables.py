@@ -115,9 +115,9 @@ def run_record(name: str, experiment: dict, summary: dict) -> dict:
 
 
 def _mean(values: Iterable[float | None]) -> float | None:
-    """Mean of the values that are not None; None when there are none."""
-    present = [value for value in values if value is not None]
-    return fmean(present) if present else None
+    """Mean of the values that are not None (`replicates.estimate`'s); None when there are none."""
+    found = estimate(values)
+    return None if found is None else found.mean
 
 
 def _mean_scores(blocks: Sequence[dict | None]) -> dict | None:
