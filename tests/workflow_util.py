@@ -65,7 +65,7 @@ def tiny_config(experiments: dict | None = None, **defaults) -> dict:
     """A config of the real workflow, small enough that one job takes seconds on a CPU."""
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     config["datasets"]["shapes"].update(
-        splits={"public": 200, "train": 120, "val": 24, "test": 40}, shard_size=100
+        splits={"public": 200, "train": 120, "val": 24, "test": 40}, shard_size=100, image_size=64
     )
     config["models"] = {"tiny": copy.deepcopy(TINY_MODEL)}
     config["defaults"].update(rounds=2, clients=2)
