@@ -532,7 +532,7 @@ def test_lineage_reads_rounds_past_999_from_the_round_directory(tmp_path: Path) 
     assert [(r["round"], r["adapter"]) for r in records] == [(0, "global"), (999, "global"), (1000, "global"), (1200, "1")]
 
 
-def test_an_experiment_keeps_its_colour_across_figures() -> None:
+def test_an_experiment_keeps_its_colour_and_marker_across_figures() -> None:
     """score_vs_round.png and accuracy_vs_bytes.png draw the same experiment in the same colour,
     whatever the order or kind (curve or no-upload line) it is drawn in."""
     from matplotlib.colors import to_hex
@@ -548,6 +548,9 @@ def test_an_experiment_keeps_its_colour_across_figures() -> None:
 
     assert colours(by_round) == colours(by_bytes)
     assert len(set(colours(by_round).values())) == 3
+    # Hollow markers of three shapes: two experiments with the same score at a round stay visible.
+    markers = {line.get_label(): (line.get_marker(), line.get_markerfacecolor()) for line in by_round.axes[0].get_lines()}
+    assert markers == {"alpha": ("o", "none"), "central": ("s", "none"), "zeta": ("^", "none")}
 
 
 def test_summary_markdown_shows_accuracy_by_question_type(eval_files: dict[int, Path]) -> None:

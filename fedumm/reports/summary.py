@@ -442,15 +442,24 @@ def _legend_label(name: str, metric: str, mixed: bool) -> str:
     return f"{name} ({metric_name(metric)})" if mixed else name
 
 
-def experiment_colors(names: Iterable[str]) -> dict[str, str]:
-    """One colour per experiment, the same in every figure that draws the same experiments: matplotlib's
-    tab10 (tab20 past ten experiments) assigned in sorted name order, not in drawing order."""
+# Hollow markers of different shapes stay apart where two experiments' points coincide.
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "h", "<")
+
+
+def experiment_styles(names: Iterable[str]) -> dict[str, dict]:
+    """One colour and marker per experiment, the same in every figure that draws the same
+    experiments: matplotlib's tab10 (tab20 past ten experiments) and `MARKERS`, assigned in sorted
+    name order, not in drawing order. Markers are hollow, so coinciding points stay visible."""
     from matplotlib import colormaps
     from matplotlib.colors import to_hex
 
     ordered = sorted(set(names))
     palette = colormaps["tab10" if len(ordered) <= 10 else "tab20"]
-    return {name: to_hex(palette(index % palette.N)) for index, name in enumerate(ordered)}
+    return {
+        name: {"color": to_hex(palette(index % palette.N)), "marker": MARKERS[index % len(MARKERS)],
+               "markerfacecolor": "none", "markeredgewidth": 1.5}
+        for index, name in enumerate(ordered)
+    }
 
 
 # Past this many entries the legend goes right of the axes, where it hides no curve.
@@ -522,11 +531,11 @@ def score_vs_round_figure(
     # A bare Figure renders with Agg for PNG and leaves pyplot's global state alone.
     fig = Figure(figsize=(6.4, 4.2), dpi=100)
     ax = fig.subplots()
-    colors = experiment_colors(curves)
+    styles = experiment_styles(curves)
     for name in sorted(curves):
         points = sorted(curves[name], key=lambda point: point[0])
-        _draw_curve(ax, [r for r, _ in points], [score for _, score in points], scale, marker="o",
-                    label=_legend_label(name, metrics[name], mixed), color=colors[name])
+        _draw_curve(ax, [r for r, _ in points], [score for _, score in points], scale,
+                    label=_legend_label(name, metrics[name], mixed), **styles[name])
     if baseline is not None:
         ax.axhline(scale * baseline, color="grey", linestyle="--", label="majority-answer baseline")
     ax.set_xlabel("Communication round")
@@ -587,18 +596,18 @@ def score_vs_bytes_figure(
     ax = fig.subplots()
     unit, size = byte_unit(max((b for points in curves.values() for b, _ in points), default=0.0))
     # The same experiments as score_vs_round.png, so each keeps its colour there.
-    colors = experiment_colors([*curves, *references])
+    styles = experiment_styles([*curves, *references])
     for name in sorted(curves):
         points = sorted(curves[name], key=lambda point: point[0])
-        _draw_curve(ax, [b / size for b, _ in points], [score for _, score in points], scale, marker="o",
-                    label=_legend_label(name, metrics[name], mixed), color=colors[name])
+        _draw_curve(ax, [b / size for b, _ in points], [score for _, score in points], scale,
+                    label=_legend_label(name, metrics[name], mixed), **styles[name])
     for name in sorted(references):
         reference = references[name]
         label = _seeds_label(f"{_legend_label(name, metrics[name], mixed)} (no upload)", [reference])
         mean = reference.mean if isinstance(reference, Estimate) else reference
-        ax.axhline(scale * mean, linestyle=":", color=colors[name], label=label)
+        ax.axhline(scale * mean, linestyle=":", color=styles[name]["color"], label=label)
         if isinstance(reference, Estimate) and reference.sd is not None:
-            ax.axhspan(scale * (mean - reference.sd), scale * (mean + reference.sd), color=colors[name], alpha=0.12, linewidth=0)
+            ax.axhspan(scale * (mean - reference.sd), scale * (mean + reference.sd), color=styles[name]["color"], alpha=0.12, linewidth=0)
     ax.set_xlabel(f"Cumulative bytes uploaded by clients ({unit})")
     ax.set_ylabel(score_label(distinct))
     ax.set_title(f"{_score_title(distinct)} against communication")
