@@ -291,6 +291,11 @@ def _check_experiment(name: str, experiment: dict, config: dict) -> None:
         strategy = strategies.build(experiment["strategy"])
     except (KeyError, TypeError, ValueError) as error:
         raise ConfigError(f"config key '{where}.strategy': {error}") from None
+    lora = experiment["lora"]
+    both = sorted(set(lora["modules_to_save"]) & set(lora["target_modules"]))
+    if both:
+        raise ConfigError(f"config key '{where}.lora.modules_to_save': {both} also get LoRA (lora.target_modules); "
+                          "a module is either trained in full or through LoRA")
     model = config["models"].get(experiment["model"], {})
     if (model.get("family") == "hf" and experiment["strategy"]["name"] == "fedcmp"
             and strategy.reliability and strategy.lam > 0):

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import yaml
 
+from fedumm.config import deep_merge
 from fedumm.reports import replicates
 from fedumm.reports.replicates import Estimate
 
@@ -72,14 +73,15 @@ def _alpha(alpha: float) -> str:
     return f"{alpha:g}".replace(".", "p")
 
 
-def grid(scale: str) -> tuple[dict[str, dict], list[Run]]:
-    """The experiments of ``scale`` (config entries by name) and their coordinates."""
+def grid(scale: str, demo: Mapping | None = None) -> tuple[dict[str, dict], list[Run]]:
+    """The experiments of ``scale`` (config entries by name) and their coordinates. Each starts from
+    ``demo``, the default config's overrides of its tiny-model FedAvg experiment (the demo's ``fedavg``)."""
     sizes = SCALES[scale]
     experiments: dict[str, dict] = {}
     runs: list[Run] = []
 
     def add(name: str, entry: dict, run: Run) -> None:
-        experiments[name] = {"rounds": sizes["rounds"], **entry}
+        experiments[name] = deep_merge(demo or {}, {"rounds": sizes["rounds"], **entry})
         runs.append(run)
 
     for seed in sizes["seeds"]:
@@ -115,7 +117,7 @@ def write_config(workdir: Path, scale: str) -> list[Run]:
     """The default config with the grid's experiments (and the default unified pair for Table 2),
     written to ``workdir/config/config.yaml``, where the workflow reads it."""
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text(encoding="utf-8"))
-    experiments, runs = grid(scale)
+    experiments, runs = grid(scale, demo=config["experiments"]["fedavg"])
     unified = {name: config["experiments"][name] for name in ("unified", "unified_centralized")}
     config["experiments"] = {**experiments, **unified}
     config["defaults"]["eval"]["every"] = 1  # every round, so that validation can select any of them

@@ -132,7 +132,8 @@ def composed() -> dict:
 
 @pytest.fixture
 def experiment(default_config, schema) -> dict:
-    return load_experiments(default_config, schema)["fedavg"]
+    """The config's defaults as an experiment: the LoRA settings every experiment starts from."""
+    return load_experiments({**default_config, "experiments": {"defaults": {}}, "sweep": None}, schema)["defaults"]
 
 
 def test_closed_forms_give_the_sizes_the_model_cards_state():
@@ -217,6 +218,17 @@ def test_analytic_count_equals_peft_on_the_meta_model(experiment):
                          + mlp2x_gelu_params(vision["hidden_size"], llama["hidden_size"]))
 
 
+def test_a_full_copy_of_the_output_head_is_counted_as_peft_trains_it(experiment):
+    experiment["lora"]["modules_to_save"] = ["lm_head"]
+    peft_model = peft.get_peft_model(accounting.compose("clip-vit-b32+llama-3.2-3b"),
+                                     adapters.adapter_config(experiment["lora"], connector_trainable=True))
+    trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
+    row, = accounting.accounting_rows(experiment, ["clip-vit-b32+llama-3.2-3b"])
+    llama = _json("llama-3.2-3b")
+    assert row["saved_language"] == llama["vocab_size"] * llama["hidden_size"]  # tied in the base, a copy here
+    assert row["adapter_params"] == trainable
+
+
 def test_rows_of_the_default_experiment(experiment):
     # Default: joint tuning (LoRA on the language model + connector), r=8, 4 of 4 clients per round.
     row, = accounting.accounting_rows(experiment, ["clip-vit-b32+llama-3.2-3b"])
@@ -251,10 +263,12 @@ def test_unknown_backbone_is_an_error():
 
 
 def test_cli_prints_every_backbone(capsys):
-    accounting.main(["--config", str(REPO / "config" / "config.yaml"), "--experiment", "fedavg"])
+    accounting.main(["--config", str(REPO / "config" / "config.yaml")])
     out = capsys.readouterr().out
-    assert "experiment fedavg: LoRA r=8, tuning joint, 4 client(s) per round" in out
+    assert "experiment defaults: LoRA r=8, tuning joint, 4 client(s) per round" in out
     table = out.split("LoRA targets per backbone:")[0]
     for backbone in accounting.BACKBONES:
         assert f"\n{backbone} " in table
-    assert "0.094 GB" in out
+    assert "0.094 GB" in out and "full copies" not in out
+    accounting.main(["--config", str(REPO / "config" / "config.yaml"), "--experiment", "fedavg", "--backbone", "llava-1.5-7b"])
+    assert "full copies (lora.modules_to_save): language 131.33M, vision 0.00M" in capsys.readouterr().out

@@ -17,6 +17,9 @@ def test_default_config_resolves_the_demo_experiments(default_config, schema):
     assert sorted(experiments) == ["centralized", "fedavg", "local", "unified", "unified_centralized"]
     assert experiments["centralized"]["kind"] == "centralized"
     assert experiments["fedavg"]["partition"] == default_config["defaults"]["partition"]
+    # the tiny model's output head trains as a full copy in the demo's three experiments only
+    assert {name: e["lora"]["modules_to_save"] for name, e in experiments.items()} == {
+        "centralized": ["lm_head"], "fedavg": ["lm_head"], "local": ["lm_head"], "unified": [], "unified_centralized": []}
 
 
 @pytest.mark.parametrize(
@@ -101,12 +104,16 @@ def test_default_config_resolves_the_demo_experiments(default_config, schema):
          r"^config key 'experiments.warm.init': give either from \(an adapter directory\) or experiment"),
         (lambda c: c["experiments"].update(warm={"init": {"from": "no/such/dir"}}),
          r"^config key 'experiments.warm.init.from': no/such/dir is not an adapter directory \(no adapter_config.json, "),
-        (lambda c: c["experiments"].update(warm={"init": {"experiment": "fedavg"}}), None),
+        (lambda c: c["experiments"].update(warm={"init": {"experiment": "fedavg"}, "lora": {"modules_to_save": ["lm_head"]}}),
+         None),
         (lambda c: c["experiments"]["fedavg"].update(eval={"split": "val"}),
          r"^config key 'experiments.fedavg.eval.select_split': choosing the round on the split it reports \(val\) would "
          r"overstate the score; use another split or null$"),
         (lambda c: c["experiments"]["fedavg"].update(eval={"split": "val", "select_split": None}), None),
         (lambda c: c["experiments"]["fedavg"].update(tuning={"mode": "full"}), None),
+        (lambda c: c["experiments"]["fedavg"].update(lora={"modules_to_save": ["lm_head", "v_proj"]}),
+         r"^config key 'experiments.fedavg.lora.modules_to_save': \['v_proj'\] also get LoRA \(lora.target_modules\); "
+         r"a module is either trained in full or through LoRA$"),
         (lambda c: c["experiments"]["fedavg"].update(tuning={"mode": "full"}, strategy={"name": "lora_fedavg", "mode": "stack"}),
          r"^config key 'experiments.fedavg.tuning.mode': full fine-tuning cannot run with strategy 'lora_fedavg': its "
          r"aggregation \(stacking, SVD, a frozen A\) needs LoRA factors"),

@@ -3,6 +3,7 @@ the target tokens only, generation, and a checkpoint loaded from a local directo
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -85,6 +86,17 @@ def test_qwen_projector_is_trained_as_a_whole_and_kept_out_of_vision_lora(built)
     assert set(groups) == {"vision", "connector", "language"}
     assert all(".lora_" not in key for key in groups["connector"])  # the merger is a full copy
     assert all("merger" not in key for key in groups["vision"])
+
+
+def test_the_output_head_is_a_trained_copy_in_the_language_group(built) -> None:
+    fresh = copy.deepcopy(built["qwen2_5_vl"].model)  # attaching an adapter changes the model in place
+    assert not hasattr(fresh.lm_head, "modules_to_save")
+    config = built["qwen2_5_vl"].family.adapter_config(fresh, {**LORA, "modules_to_save": ["lm_head"]}, False)
+    head = fresh.lm_head.weight.detach().clone()
+    state = adapters.adapter_state(adapters.attach_adapter(fresh, config, seed=0))
+    assert torch.equal(state["base_model.model.lm_head.weight"], head)
+    assert [key for key in state if "lm_head" in key] == ["base_model.model.lm_head.weight"]
+    assert parameter_group("base_model.model.lm_head.weight") == "language"
 
 
 def test_an_encoder_free_model_refuses_vision_lora_and_a_projector(built) -> None:

@@ -415,8 +415,21 @@ def test_parameter_group_accepts_state_keys_and_parameter_names():
     assert parameter_group("base_model.model.vision_tower.encoder.layers.0.self_attn.q_proj.lora_A.weight") == "vision"
     assert parameter_group("base_model.model.connector.modules_to_save.default.0.weight") == "connector"
     assert parameter_group("language_model.model.layers.0.self_attn.v_proj.lora_B.default.weight") == "language"
+    assert parameter_group("base_model.model.lm_head.modules_to_save.default.weight") == "language"  # hf models' head
     with pytest.raises(ValueError):
-        parameter_group("base_model.model.lm_head.weight")
+        parameter_group("base_model.model.pooler.weight")
+
+
+def test_modules_to_save_trains_a_full_copy_of_the_output_head(model):
+    head = model.language_model.lm_head.weight.detach().clone()
+    peft_model = attach_adapter(model, adapter_config({**LORA, "modules_to_save": ["lm_head"]}, connector_trainable=False), seed=0)
+    state = adapter_state(peft_model)
+    assert torch.equal(state["base_model.model.language_model.lm_head.weight"], head)
+    assert parameter_group("base_model.model.language_model.lm_head.weight") == "language"
+    assert len(state) == 2 * 6 + 1
+    trainable_groups(peft_model, {"language"})
+    trained = {name for name, param in peft_model.named_parameters() if param.requires_grad}
+    assert "base_model.model.language_model.lm_head.modules_to_save.default.weight" in trained
 
 
 def test_attach_adapter_is_seeded(tokenizer):

@@ -37,6 +37,10 @@ def test_the_grid_is_a_valid_config(tmp_path, schema):
     assert sorted(full) == ["full_centralized_s0", "full_fedadam_c4_a0p5_s0", "full_fedavg_c4_a0p5_s0", "full_fedprox_c4_a0p5_s0"]
     assert experiments["fedprox_c4_a0p1_s1"]["train"]["prox_mu"] == 0.01
     assert experiments["fedavg_c8_a0p1_s1"]["eval"]["every"] == 1
+    # every grid run starts from the demo's tiny-model settings; the unified pair keeps its own
+    assert {name: e["lora"]["modules_to_save"] for name, e in experiments.items() if e["model"] == "tiny"} == {
+        run.name: ["lm_head"] for run in runs}
+    assert experiments["unified"]["lora"]["modules_to_save"] == []
 
 
 def test_directions_hold_on_paper_like_scores_and_flip_with_them():

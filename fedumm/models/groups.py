@@ -24,7 +24,9 @@ LLAVA_RECIPE_PARTS: dict[str, str] = {"vision_tower": "vision", "connector": "co
 
 
 def _module_groups() -> dict[str, str]:
-    table = dict(LLAVA_RECIPE_PARTS)
+    # The output head sits beside the language model in hf models (Qwen2.5-VL, Janus) and is a
+    # trained copy when `lora.modules_to_save` names it.
+    table = {**LLAVA_RECIPE_PARTS, "lm_head": "language"}
     for architecture in ARCHITECTURES.values():
         for path, group in ((architecture.vision, "vision"), (architecture.projector, "connector"),
                             (architecture.language, "language"),

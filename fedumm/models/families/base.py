@@ -55,7 +55,8 @@ class Family(Protocol):
 
     def adapter_config(self, model: torch.nn.Module, lora: dict, connector_trainable: bool) -> peft.LoraConfig:
         """LoRA on the language model's ``lora.target_modules`` and the vision encoder's
-        ``lora.vision_target_modules``, plus the projector as a trained copy when ``connector_trainable``."""
+        ``lora.vision_target_modules``, plus trained copies of the projector when ``connector_trainable``
+        and of the modules named in ``lora.modules_to_save``."""
 
     def export(self, base: LoadedBase, merged: torch.nn.Module, out_dir: Path) -> str:
         """Write ``merged`` (the base with an adapter merged in) as a standalone model directory;

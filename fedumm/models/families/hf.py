@@ -322,8 +322,9 @@ class HFFamily:
     def adapter_config(self, model: torch.nn.Module, lora: dict, connector_trainable: bool,
                        generation_trainable: bool = False) -> peft.LoraConfig:
         """LoRA on the language model (and vision encoder), plus full trained copies (peft's
-        ``modules_to_save``) of the projector and, for a model that generates, of its generation path:
-        the ``generation`` adapter of FedUMM's per-modality adapters."""
+        ``modules_to_save``) of the projector, of the modules named in ``lora.modules_to_save`` and,
+        for a model that generates, of its generation path: the ``generation`` adapter of FedUMM's
+        per-modality adapters."""
         architecture = architecture_of(model)
         branches = [_module_regex(architecture.language, lora["target_modules"])] if lora.get("target_modules") else []
         if lora.get("vision_target_modules"):
@@ -337,7 +338,7 @@ class HFFamily:
         if generation_trainable and not architecture.generation:
             raise ValueError(f"{architecture.model_type} does not generate images: remove the model's `generation` block")
         trained_copies = ([architecture.projector] if connector_trainable else []) + (
-            list(architecture.generation) if generation_trainable else [])
+            list(architecture.generation) if generation_trainable else []) + list(lora.get("modules_to_save", []))
         return peft.LoraConfig(
             r=lora["r"],
             lora_alpha=lora["alpha"],
