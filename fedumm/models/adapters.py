@@ -35,14 +35,14 @@ from fedumm.models.vlm import VisionLanguageModel, seeded
 
 
 def _module_regex(prefix: str, names: list[str]) -> str:
-    return rf"{re.escape(prefix)}\.(?:.*\.)?(?:{'|'.join(re.escape(name) for name in names)})"
+    return rf"{re.escape(prefix)}\..*\.(?:{'|'.join(re.escape(name) for name in names)})"
 
 
 def adapter_config(lora: dict, connector_trainable: bool) -> peft.LoraConfig:
     """LoRA on `lora["target_modules"]` inside the language model and `lora["vision_target_modules"]`
     inside the vision tower (one full-match regex over module names), plus full trained copies
-    (peft's `modules_to_save`) of the connector when `connector_trainable` and of the language
-    model's modules named in `lora["modules_to_save"]` (e.g. `lm_head`).
+    (peft's `modules_to_save`) of the connector when `connector_trainable` and of every module whose
+    own name is in `lora["modules_to_save"]` (e.g. the language model's `lm_head`).
     """
     branches = [
         _module_regex(prefix, list(lora[key]))
