@@ -40,6 +40,7 @@ def test_known_targets_pass_and_the_pass_is_remembered(default_config, schema, t
         ({"target_modules": ["q_proj", "qkv"]}, r"'experiments.x.lora.target_modules': the language model has no module named 'qkv' "
                                                 r"\(its linear layers: down_proj, gate_proj, k_proj, lm_head, o_proj, q_proj, up_proj, v_proj\)"),
         ({"vision_target_modules": ["query"]}, r"'experiments.x.lora.vision_target_modules': the vision model has no module named 'query'"),
+        ({"modules_to_save": ["lm_head", "head"]}, r"^config key 'experiments.x.lora.modules_to_save': the model has no module named 'head'$"),
     ],
 )
 def test_unknown_lora_targets_are_refused_naming_the_key(default_config, schema, tmp_path, lora, message):
@@ -62,6 +63,8 @@ def test_hf_inline_configs_check_targets_and_the_schema_their_model_type(default
             "pretrain": {"dataset": "shapes", "split": "public", "steps": 0}}
     experiments = _experiments(default_config, schema, spec, target_modules=["q_proj", "v_proj"])
     checks.check_models({"m": spec}, experiments, tmp_path / "ok")
+    head = _experiments(default_config, schema, spec, target_modules=["q_proj"], modules_to_save=["lm_head"])
+    checks.check_models({"m": spec}, head, tmp_path / "head")  # beside the language model in hf models
     bad = _experiments(default_config, schema, spec, target_modules=["c_attn"])
     with pytest.raises(ConfigError, match=r"'experiments.x.lora.target_modules': the language model has no module named 'c_attn'"):
         checks.check_models({"m": spec}, bad, tmp_path / "bad")

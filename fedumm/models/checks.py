@@ -2,7 +2,8 @@
 
 An inline config's ``model_type`` must be one transformers knows, and every LoRA target module
 name must exist in the part of the model it adapts (``lora.target_modules`` in the language
-model, ``lora.vision_target_modules`` in the vision encoder). Models are built on the meta
+model, ``lora.vision_target_modules`` in the vision encoder), every ``lora.modules_to_save`` name
+somewhere in the model (peft would silently train nothing for a name it does not find). Models are built on the meta
 device: no memory, no weights, well under a second each once transformers is imported.
 Components given by a hub ``id`` are checked when it is a local directory; a hub id is checked
 by its ``base_model`` job, which downloads it.
@@ -53,7 +54,8 @@ def check_models(models: dict, experiments: dict, cache_dir: Path) -> None:
 
 def check_lora_targets(where: str, lora: dict, names: dict[str, set[str] | None]) -> None:
     """Each name of ``lora.target_modules`` must be a module name in the language model, each of
-    ``lora.vision_target_modules`` one in the vision encoder (``names``: None where unknown)."""
+    ``lora.vision_target_modules`` one in the vision encoder, each of ``lora.modules_to_save`` one
+    anywhere in the model (``names``: None where unknown)."""
     for key, part in (("target_modules", "language"), ("vision_target_modules", "vision")):
         known = names.get(part)
         if known is None:
@@ -65,17 +67,25 @@ def check_lora_targets(where: str, lora: dict, names: dict[str, set[str] | None]
                 f"config key '{where}.{key}': the {part} model has no module named {unknown[0]!r} "
                 f"(its linear layers: {', '.join(sorted(linear)[:16])})"
             )
+    known = names.get("model")
+    unknown = [name for name in lora.get("modules_to_save") or () if known is not None and name not in known]
+    if unknown:
+        raise ConfigError(f"config key '{where}.modules_to_save': the model has no module named {unknown[0]!r}")
 
 
 def module_names(name: str, spec: dict) -> dict[str, set[str] | None]:
     """The last components of the module names of a model entry's ``language`` and ``vision`` parts
-    (None where only its download can tell), and those of their linear layers (``*_linear``)."""
+    and of the whole ``model`` (None where only its download can tell), and those of the parts'
+    linear layers (``*_linear``)."""
     if spec.get("family") == "hf":
         return _hf_module_names(name, spec)
-    return {
+    names = {
         **_component_names(f"models.{name}.language", spec["language"], "language"),
         **_component_names(f"models.{name}.vision", spec["vision"], "vision"),
     }
+    parts = (names["language"], names["vision"])
+    names["model"] = None if None in parts else {"connector", *parts[0], *parts[1]}
+    return names
 
 
 def _leaf_names(model, prefix: str = "", linear_only: bool = False) -> set[str]:
@@ -136,4 +146,5 @@ def _hf_module_names(name: str, spec: dict) -> dict[str, set[str] | None]:
     with torch.device("meta"):
         model = AutoModelForImageTextToText.from_config(config)
     return {**_names(model, "language", architecture.language),
-            **(_names(model, "vision", architecture.vision) if architecture.vision else {"vision": set()})}
+            **(_names(model, "vision", architecture.vision) if architecture.vision else {"vision": set()}),
+            "model": _leaf_names(model)}
