@@ -118,3 +118,17 @@ def test_fedprox_term_keeps_the_client_closer_to_the_global_adapter(world):
         return sum(float((trained[n] - start[n]).pow(2).sum()) for n in start)
 
     assert distance("prox") < 0.9 * distance("plain")
+
+
+def test_the_output_head_copy_trains_in_language_rounds_and_is_uploaded(tmp_path):
+    # The demo's setting (lora.modules_to_save: [lm_head]), with images instead of cached features.
+    client_world(tmp_path, {"public": 32, "train": 16, "val": 8, "test": 4}, pretrain_steps=2,
+                 lora={**LORA, "modules_to_save": ["lm_head"]})
+    world = {"root": tmp_path, "dataset": tmp_path / "data", "features": None}
+    head = "base_model.model.language_model.lm_head.weight"
+    metrics = _train(world, "language", ["language"], use_features=False, index="client_000.json")
+    assert _changed(world, "language")[head]
+    state = load_file(tmp_path / "language" / "adapter_model.safetensors")
+    assert metrics["bytes_uploaded"] >= state[head].numel() * state[head].element_size()
+    _train(world, "connector", ["connector"], use_features=False, index="client_000.json")
+    assert not _changed(world, "connector")[head]
