@@ -671,6 +671,12 @@ def load_experiments(config: dict, schema: dict, overrides: Mapping | None = Non
     return experiments
 
 
+def defaults_experiment(config: dict, schema: dict) -> dict:
+    """The config's ``defaults`` resolved and checked as an experiment of its own: the settings
+    every experiment starts from, without any experiment's overrides."""
+    return load_experiments({**config, "experiments": {"defaults": {}}, "sweep": None}, schema)["defaults"]
+
+
 def config_hash(experiment: dict) -> str:
     """Short sha256 of the resolved experiment, recorded in lineage.jsonl."""
     canonical = json.dumps(experiment, sort_keys=True, separators=(",", ":"))

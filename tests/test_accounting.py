@@ -10,7 +10,7 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModelForImageTextToText
 
-from fedumm.config import load_experiments
+from fedumm.config import defaults_experiment
 from fedumm.models import adapters, vlm
 from fedumm.reports import accounting
 
@@ -133,7 +133,7 @@ def composed() -> dict:
 @pytest.fixture
 def experiment(default_config, schema) -> dict:
     """The config's defaults as an experiment: the LoRA settings every experiment starts from."""
-    return load_experiments({**default_config, "experiments": {"defaults": {}}, "sweep": None}, schema)["defaults"]
+    return defaults_experiment(default_config, schema)
 
 
 def test_closed_forms_give_the_sizes_the_model_cards_state():

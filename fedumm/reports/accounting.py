@@ -361,16 +361,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--backbone", action="append", choices=list(BACKBONES),
                         help="backbone to account for; repeatable (default: all bundled)")
     args = parser.parse_args(argv)
-    config = fedumm_config.load_yaml(args.config)
+    config, schema = fedumm_config.load_yaml(args.config), fedumm_config.load_yaml(SCHEMA)
     if args.experiment is None:
         # The demo's experiments train the tiny LM's output head in full (config.yaml), which a hub
         # backbone's head does not need; the defaults are the LoRA settings the papers account for.
-        config["experiments"], config["sweep"] = {"defaults": {}}, None
-    experiments = fedumm_config.load_experiments(config, fedumm_config.load_yaml(SCHEMA))
-    name = args.experiment or "defaults"
-    if name not in experiments:
-        parser.error(f"unknown experiment {name!r}; defined: {', '.join(experiments)}")
-    experiment = experiments[name]
+        name, experiment = "defaults", fedumm_config.defaults_experiment(config, schema)
+    else:
+        experiments = fedumm_config.load_experiments(config, schema)
+        name = args.experiment
+        if name not in experiments:
+            parser.error(f"unknown experiment {name!r}; defined: {', '.join(experiments)}")
+        experiment = experiments[name]
     lora, tuning = experiment["lora"], experiment["tuning"]
     print(f"experiment {name}: LoRA r={lora['r']}, tuning {tuning['mode']}, "
           f"{fedumm_config.clients_per_round(experiment)} client(s) per round, {experiment['rounds']} rounds")
